@@ -1,0 +1,78 @@
+"""Split-mode codecs for a natural-bottleneck tensor: fp16, or 8-bit affine quantisation with one
+(min, scale) per tensor or per channel, each optionally followed by zlib."""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+
+from fsplit_ros.codecs.base import Encoded
+from fsplit_ros.payload.errors import CorruptPayload, ShapeMismatch
+from fsplit_ros.payload.format import PayloadHeader
+
+TENSOR_CODECS = ("fp16", "fp16+zlib", "uint8-tensor", "uint8-tensor+zlib", "uint8-channel",
+                 "uint8-channel+zlib")
+
+
+def _inflate_bounded(body: memoryview, expected: int) -> bytes:
+    """zlib-decompress at most `expected` bytes: a zlib bomb cannot allocate more than that."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(bytes(body), expected + 1)
+    except zlib.error as exc:
+        raise CorruptPayload(f"zlib body does not decompress: {exc}") from exc
+    if len(out) != expected or inflater.unconsumed_tail or not inflater.eof:
+        raise CorruptPayload(f"zlib body inflates to {len(out)}{'+' if inflater.unconsumed_tail else ''} "
+                             f"bytes, expected {expected}")
+    return out
+
+
+class TensorCodec:
+    mode = "split"
+
+    def __init__(self, name: str = "uint8-channel+zlib", zlib_level: int = 6):
+        if name not in TENSOR_CODECS:
+            raise ValueError(f"unknown tensor codec '{name}': choose one of {TENSOR_CODECS}")
+        self.name = name
+        self.base, _, post = name.partition("+")
+        self.zlib = post == "zlib"
+        self.zlib_level = zlib_level
+
+    def _scale_count(self, shape) -> int:
+        return {"fp16": 0, "uint8-tensor": 1, "uint8-channel": shape[1] if len(shape) > 1 else 1}[self.base]
+
+    def encode(self, x: torch.Tensor) -> Encoded:
+        x = x.detach().float().cpu()
+        shape = tuple(x.shape)
+        if self.base == "fp16":
+            raw, dtype = x.half().numpy().tobytes(), "float16"
+        else:
+            groups = x.reshape(1, -1) if self.base == "uint8-tensor" else x.transpose(0, 1).reshape(shape[1], -1)
+            lo = groups.min(dim=1).values
+            scale = (groups.max(dim=1).values - lo).clamp_min(1e-12) / 255.0
+            q = ((groups - lo[:, None]) / scale[:, None]).round_().clamp_(0, 255).to(torch.uint8)
+            if self.base == "uint8-channel":
+                q = q.reshape(shape[1], shape[0], *shape[2:]).transpose(0, 1)
+            params = torch.stack([lo, scale], dim=1).numpy().astype("<f4").tobytes()
+            raw, dtype = params + q.contiguous().numpy().tobytes(), "uint8"
+        body = zlib.compress(raw, self.zlib_level) if self.zlib else raw
+        return Encoded(body=body, shape=shape, dtype=dtype)
+
+    def decode(self, body: memoryview, header: PayloadHeader) -> torch.Tensor:
+        shape = header.shape
+        n_params = self._scale_count(shape)
+        expected = header.tensor_bytes + 8 * n_params
+        raw = _inflate_bounded(body, expected) if self.zlib else bytes(body)
+        if len(raw) != expected:
+            raise ShapeMismatch(f"{self.name} body has {len(raw)} bytes, shape {shape} needs {expected}")
+        if self.base == "fp16":
+            return torch.from_numpy(np.frombuffer(raw, "<f2").reshape(shape).astype(np.float32))
+        params = np.frombuffer(raw, "<f4", count=2 * n_params).reshape(n_params, 2)
+        q = torch.from_numpy(np.frombuffer(raw, np.uint8, offset=8 * n_params).reshape(shape).astype(np.float32))
+        view = (1, -1) + (1,) * (len(shape) - 2) if self.base == "uint8-channel" else (1,) * len(shape)
+        lo = torch.from_numpy(params[:, 0].copy()).view(view)
+        scale = torch.from_numpy(params[:, 1].copy()).view(view)
+        if not (torch.isfinite(lo).all() and torch.isfinite(scale).all()):
+            raise CorruptPayload("non-finite quantisation parameters")
+        return q * scale + lo

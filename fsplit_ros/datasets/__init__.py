@@ -1,0 +1,2 @@
+"""Frames for training and evaluation: users' image folders and videos, and the real images and
+videos that ship offline inside registry packages."""

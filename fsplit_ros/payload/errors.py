@@ -1,0 +1,45 @@
+"""Typed payload errors. Every one is a ValueError whose message tells the operator what is wrong
+and what to do; the decoder logs it, counts it, answers with feedback and drops the frame."""
+
+
+class PayloadError(ValueError):
+    """Base class: the payload cannot be decoded and must be dropped."""
+    kind = "invalid"
+
+
+class TruncatedPayload(PayloadError):
+    kind = "truncated"
+
+
+class ForeignPayload(PayloadError):
+    """Not an fsplit payload at all (wrong magic)."""
+    kind = "foreign"
+
+
+class UnsupportedVersion(PayloadError):
+    kind = "version"
+
+
+class UnknownCodec(PayloadError):
+    """Unknown mode, codec or dtype id, or a combination that makes no sense."""
+    kind = "codec"
+
+
+class OversizedPayload(PayloadError):
+    """Declares sizes beyond the configured limits (would allocate too much)."""
+    kind = "oversized"
+
+
+class CorruptPayload(PayloadError):
+    """Checksum mismatch or a body that does not decode."""
+    kind = "corrupt"
+
+
+class ModelMismatch(PayloadError):
+    """Encoded for other weights/tables than the ones loaded here."""
+    kind = "model_mismatch"
+
+
+class ShapeMismatch(PayloadError):
+    """Well-formed, but the tensor does not fit the model at that split point."""
+    kind = "shape"

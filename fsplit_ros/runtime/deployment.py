@@ -1,0 +1,83 @@
+"""A deployed model: backbone (real weights), its split points, the optional FrankenSplit
+bottleneck, and the per-mode hashes both ends compare before decoding anything."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from fsplit_ros.bottleneck import FrankenSplitBottleneck, load_bottleneck
+from fsplit_ros.models import LoadedBackbone, load_backbone
+from fsplit_ros.splitting import SplitPoint, SplittableModel
+
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def default_bottleneck_path(backbone: str) -> Path:
+    """Where the bottleneck trained by this project for `backbone` ships (fsplit_ros/weights)."""
+    return DEFAULT_WEIGHTS_DIR / f"{backbone}_bottleneck.pt"
+
+
+@dataclass
+class Deployment:
+    backbone: LoadedBackbone
+    splittable: SplittableModel
+    split_points: list[SplitPoint]
+    bottleneck: FrankenSplitBottleneck | None = None
+    bottleneck_hash: str | None = None
+    bottleneck_metadata: dict | None = None
+
+    @classmethod
+    def load(cls, backbone: str, weights: str | Path | None = None,
+             bottleneck: str | Path | None = "default", transmit_bytes_per_element: float = 1.0
+             ) -> "Deployment":
+        """bottleneck: a checkpoint path, "default" (the shipped one if present) or None/"" (none)."""
+        loaded = load_backbone(backbone, weights)
+        splittable = SplittableModel(loaded.model)
+        points = splittable.split_points(loaded.input_size, transmit_bytes_per_element)
+        dep = cls(backbone=loaded, splittable=splittable, split_points=points)
+        if bottleneck == "default":
+            path = default_bottleneck_path(loaded.name)
+            bottleneck = path if path.is_file() else None
+        if bottleneck:
+            dep.attach_bottleneck(bottleneck)
+        return dep
+
+    def attach_bottleneck(self, path: str | Path) -> None:
+        model, info = load_bottleneck(path)
+        cfg = model.config
+        if cfg.backbone != self.backbone.name:
+            raise ValueError(f"bottleneck {path} was trained for backbone '{cfg.backbone}', not "
+                             f"'{self.backbone.name}': pass the checkpoint trained for this backbone")
+        want = self.split_point(cfg.injection_split).shape
+        if (cfg.target_channels, cfg.input_size // cfg.target_stride) != (want[1], want[-1]):
+            raise ValueError(f"bottleneck {path} reconstructs {cfg.target_channels} channels at stride "
+                             f"{cfg.target_stride}, but split {cfg.injection_split} of "
+                             f"{self.backbone.name} is {want}")
+        self.bottleneck, self.bottleneck_hash = model, info["hash"]
+        self.bottleneck_metadata = info["metadata"]
+
+    @property
+    def name(self) -> str:
+        return self.backbone.name
+
+    @property
+    def input_size(self) -> int:
+        return self.backbone.input_size
+
+    def split_point(self, index: int) -> SplitPoint:
+        for p in self.split_points:
+            if p.index == index:
+                return p
+        raise ValueError(f"{self.name} has no inner split point {index} (valid: 1..{len(self.split_points)})")
+
+    def compressive_split_indices(self) -> list[int]:
+        return [p.index for p in self.split_points if p.compressive]
+
+    def model_hashes(self) -> dict[str, str]:
+        """Mode -> hash of everything a payload of that mode needs on the other end."""
+        hashes = {"split": self.backbone.weights_hash, "image": self.backbone.weights_hash}
+        if self.bottleneck_hash:
+            hashes["bottleneck"] = hashlib.sha256(
+                (self.backbone.weights_hash + self.bottleneck_hash).encode()).hexdigest()
+        return hashes

@@ -1,0 +1,78 @@
+"""Robot side: camera frame -> payload for the current mode (or the whole model in `local`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fsplit_ros.codecs import EntropyCodec, ImageCodec, TensorCodec
+from fsplit_ros.models.preprocess import normalize, resize_center_crop
+from fsplit_ros.payload import PayloadHeader, pack_payload
+from fsplit_ros.runtime.deployment import Deployment
+
+MODES = ("local", "split", "bottleneck", "image")
+
+
+@dataclass
+class PreparedFrame:
+    crop: np.ndarray          # uint8 HxWx3 RGB at model resolution (what image mode sends)
+    tensor: torch.Tensor      # normalised (1,3,H,W)
+    width: int                # original camera image size
+    height: int
+
+
+class OnboardEncoder:
+    def __init__(self, deployment: Deployment, split_index: int | None = None,
+                 tensor_codec: str = "uint8-channel+zlib", image_codec: str = "jpeg",
+                 image_quality: int = 95):
+        self.dep = deployment
+        self.hashes = deployment.model_hashes()
+        self.tensor_codec = TensorCodec(tensor_codec)
+        self.image_codec = ImageCodec(image_codec, image_quality)
+        self.entropy_codec = EntropyCodec(deployment.bottleneck) if deployment.bottleneck else None
+        self.split_index = split_index or deployment.compressive_split_indices()[0]
+        deployment.split_point(self.split_index)   # validates
+        self._heads: dict[int, torch.nn.Module] = {}
+        cfg = deployment.backbone.data_config
+        self._size, self._crop_pct = deployment.input_size, cfg.get("crop_pct", 0.875)
+        self._mean, self._std = cfg["mean"], cfg["std"]
+
+    def available_modes(self) -> list[str]:
+        return [m for m in MODES if m != "bottleneck" or self.entropy_codec is not None]
+
+    def prepare(self, rgb: np.ndarray) -> PreparedFrame:
+        crop = resize_center_crop(rgb, self._size, self._crop_pct)
+        return PreparedFrame(crop=crop, tensor=normalize(crop, self._mean, self._std),
+                             width=rgb.shape[1], height=rgb.shape[0])
+
+    def head(self, index: int) -> torch.nn.Module:
+        if index not in self._heads:
+            self._heads[index] = self.dep.splittable.head(index)
+        return self._heads[index]
+
+    @torch.no_grad()
+    def predict_local(self, frame: PreparedFrame) -> torch.Tensor:
+        return self.dep.backbone.model(frame.tensor)
+
+    @torch.no_grad()
+    def encode(self, frame: PreparedFrame, mode: str, split_index: int | None = None) -> bytes:
+        """The payload for `mode` ("split", "bottleneck" or "image")."""
+        if mode == "split":
+            index = split_index or self.split_index
+            codec, encoded = self.tensor_codec, self.tensor_codec.encode(self.head(index)(frame.tensor))
+        elif mode == "bottleneck":
+            if self.entropy_codec is None:
+                raise ValueError("bottleneck mode needs a bottleneck checkpoint: set bottleneck_checkpoint")
+            index = self.dep.bottleneck.config.injection_split
+            codec, encoded = self.entropy_codec, self.entropy_codec.encode(frame.tensor)
+        elif mode == "image":
+            index = 0
+            codec, encoded = self.image_codec, self.image_codec.encode(frame.crop)
+        else:
+            raise ValueError(f"mode '{mode}' sends no payload; choose split, bottleneck or image")
+        header = PayloadHeader(mode=mode, codec=codec.name, dtype=encoded.dtype,
+                               model_hash=self.hashes[mode], split_index=index, shape=encoded.shape,
+                               image_width=frame.width, image_height=frame.height,
+                               quality=encoded.quality)
+        return pack_payload(header, encoded.body)

@@ -1,0 +1,146 @@
+"""Test-side ROS 2 harness: an in-process rclpy node (spun in a thread) to publish inputs and
+collect outputs, and helpers that start the package's installed executables as separate processes,
+exactly as `ros2 run fsplit_ros <exe> --ros-args ...` would."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
+
+REPO = Path(__file__).resolve().parents[2]
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+
+def executable(name: str) -> str:
+    """Path of an installed fsplit_ros executable (what `ros2 run fsplit_ros NAME` runs)."""
+    path = Path(os.environ["FSPLIT_INSTALL"]) / "fsplit_ros" / "lib" / "fsplit_ros" / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is not installed: run tools/setup_env.sh")
+    return str(path)
+
+
+class NodeProcess:
+    """A node in its own OS process; stopped with SIGINT like Ctrl-C, its log kept for asserts."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict | None = None):
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            start_new_session=True)
+
+    @classmethod
+    def ros_executable(cls, name: str, log_dir: Path, params: dict | None = None,
+                       params_file: str | None = None, remaps: dict | None = None,
+                       namespace: str | None = None, node_name: str | None = None,
+                       env: dict | None = None, tag: str | None = None) -> "NodeProcess":
+        argv = [executable(name), "--ros-args"]
+        if params_file:
+            argv += ["--params-file", params_file]
+        for key, value in (params or {}).items():
+            argv += ["-p", f"{key}:={_param_literal(value)}"]
+        for src, dst in (remaps or {}).items():
+            argv += ["-r", f"{src}:={dst}"]
+        if namespace:
+            argv += ["-r", f"__ns:={namespace}"]
+        if node_name:
+            argv += ["-r", f"__node:={node_name}"]
+        return cls(argv, log_dir / f"{tag or name}.log", env)
+
+    @classmethod
+    def python_script(cls, script: Path, args: list[str], log_dir: Path, env: dict | None = None):
+        return cls([sys.executable, str(script), *args], log_dir / f"{script.stem}.log", env)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def _param_literal(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_param_literal(v) if not isinstance(v, str) else f"'{v}'" for v in value) + "]"
+    return str(value)
+
+
+class RosProbe:
+    """In-process probe node with its own rclpy context, spun in a background thread."""
+
+    def __init__(self, name: str = "fsplit_test_probe"):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = Node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # context shut down mid-spin
+                break
+
+    def publisher(self, msg_type, topic: str, qos=RELIABLE):
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def subscribe(self, msg_type, topic: str, qos=RELIABLE):
+        def on_msg(msg, topic=topic):
+            with self._lock:
+                self.received[topic].append((time.monotonic(), msg))
+        self.node.create_subscription(msg_type, topic, on_msg, qos)
+
+    def messages(self, topic: str) -> list:
+        with self._lock:
+            return [m for _, m in self.received[topic]]
+
+    def wait_for(self, topic: str, count: int, timeout: float) -> list:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msgs = self.messages(topic)
+            if len(msgs) >= count:
+                return msgs
+            time.sleep(0.02)
+        return self.messages(topic)
+
+    def wait_for_subscribers(self, publisher, count: int = 1, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if publisher.get_subscription_count() >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=2)

@@ -1,0 +1,70 @@
+"""The foundation: the package's generated CompressedFeature and sensor_msgs/Image cross real DDS
+between two separate OS processes with their content intact."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image
+
+from fsplit_ros.msg import CompressedFeature
+from ros_harness import NodeProcess, RosProbe
+
+PEER = Path(__file__).parent / "peers" / "echo_peer.py"
+
+
+@pytest.fixture
+def echo_graph(tmp_path):
+    peer = NodeProcess.python_script(PEER, [], tmp_path)
+    probe = RosProbe()
+    yield probe, peer
+    probe.close()
+    peer.stop()
+
+
+def test_image_and_compressed_feature_cross_processes(echo_graph):
+    probe, peer = echo_graph
+    probe.subscribe(Image, "echo/image")
+    probe.subscribe(CompressedFeature, "echo/feature")
+    image_pub = probe.publisher(Image, "in/image")
+    feature_pub = probe.publisher(CompressedFeature, "in/feature")
+    assert probe.wait_for_subscribers(image_pub) and probe.wait_for_subscribers(feature_pub), \
+        f"echo peer never subscribed; its log:\n{peer.log()}"
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    image = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=pixels.tobytes())
+    image.header.frame_id = "camera_optical"
+    image.header.stamp.sec, image.header.stamp.nanosec = 1234, 5678
+
+    payload = rng.integers(0, 256, size=30_000, dtype=np.uint8).tobytes()
+    feature = CompressedFeature(
+        seq=42, mode=CompressedFeature.MODE_BOTTLENECK, model_name="tf_efficientnet_lite0",
+        model_hash="ab" * 32, split_index=3, shape=[1, 48, 28, 28], dtype="uint8",
+        codec="rans-factorized", image_width=640, image_height=480, data=payload, encode_time=0.0125)
+    feature.header = image.header
+
+    # Publish until the echo comes back: the first messages may precede full DDS matching.
+    for _ in range(50):
+        image_pub.publish(image)
+        feature_pub.publish(feature)
+        if probe.wait_for("echo/image", 1, 0.2) and probe.wait_for("echo/feature", 1, 0.2):
+            break
+    images, features = probe.messages("echo/image"), probe.messages("echo/feature")
+    assert images and features, f"no echo over DDS; peer log:\n{peer.log()}"
+
+    got_image, got_feature = images[0], features[0]
+    peer_pid = peer.proc.pid
+    assert peer_pid != os.getpid()
+    assert got_image.header.frame_id == f"camera_optical@pid{peer_pid}"
+    assert (got_image.header.stamp.sec, got_image.header.stamp.nanosec) == (1234, 5678)
+    assert (got_image.height, got_image.width, got_image.encoding) == (48, 64, "rgb8")
+    assert np.array_equal(np.frombuffer(bytes(got_image.data), np.uint8).reshape(48, 64, 3), pixels)
+
+    assert got_feature.header.frame_id == f"camera_optical@pid{peer_pid}"
+    assert got_feature.seq == 42 and got_feature.mode == "bottleneck"
+    assert got_feature.model_name == "tf_efficientnet_lite0" and got_feature.model_hash == "ab" * 32
+    assert list(got_feature.shape) == [1, 48, 28, 28] and got_feature.dtype == "uint8"
+    assert (got_feature.image_width, got_feature.image_height) == (640, 480)
+    assert bytes(got_feature.data) == payload
+    assert got_feature.encode_time == pytest.approx(0.0125)
