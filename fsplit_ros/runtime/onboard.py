@@ -55,9 +55,14 @@ class OnboardEncoder:
     def predict_local(self, frame: PreparedFrame) -> torch.Tensor:
         return self.dep.backbone.model(frame.tensor)
 
-    @torch.no_grad()
     def encode(self, frame: PreparedFrame, mode: str, split_index: int | None = None) -> bytes:
         """The payload for `mode` ("split", "bottleneck" or "image")."""
+        return self.encode_frame(frame, mode, split_index)[1]
+
+    @torch.no_grad()
+    def encode_frame(self, frame: PreparedFrame, mode: str, split_index: int | None = None
+                     ) -> tuple[PayloadHeader, bytes]:
+        """The payload for `mode` and its header (what the ROS message mirrors)."""
         if mode == "split":
             index = split_index or self.split_index
             codec, encoded = self.tensor_codec, self.tensor_codec.encode(self.head(index)(frame.tensor))
@@ -75,4 +80,4 @@ class OnboardEncoder:
                                model_hash=self.hashes[mode], split_index=index, shape=encoded.shape,
                                image_width=frame.width, image_height=frame.height,
                                quality=encoded.quality)
-        return pack_payload(header, encoded.body)
+        return header, pack_payload(header, encoded.body)

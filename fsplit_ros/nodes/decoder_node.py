@@ -1,0 +1,186 @@
+"""Offboard decoder node (edge server): CompressedFeature -> validated decode -> backbone tail ->
+results with the camera frame's header, plus FrameFeedback for the robot's link monitor.
+
+One decoder can serve several robots: for each namespace NS in robot_namespaces it uses
+  sub NS/compressed_feature, NS/link_probe    pub NS/classification, NS/frame_feedback, NS/link_probe_echo
+Frames that arrive together are decoded in one batch (one tail call per split point). Queues are
+bounded per robot (the newest frames win), and a bad payload is dropped with a typed reason.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import rclpy
+import torch
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from vision_msgs.msg import Classification
+
+from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkProbe
+from fsplit_ros.nodes.messages import classification_msg, wall_time_msg
+from fsplit_ros.nodes.params import Param, declare_parameters
+from fsplit_ros.payload import Limits, PayloadError
+from fsplit_ros.runtime import Deployment, EdgeDecoder
+
+PARAMETERS = [
+    Param("backbone", "efficientnet_lite0", "Model name; must match the robots.", read_only=True),
+    Param("weights", "", "Local backbone checkpoint; empty = offline default.", read_only=True),
+    Param("bottleneck_checkpoint", "default", "FrankenSplit checkpoint; 'default' = shipped one, "
+          "empty = none.", read_only=True),
+    Param("robot_namespaces", [""], "Namespaces of the robots served; '' = this node's namespace.",
+          read_only=True),
+    Param("max_batch", 8, "Frames decoded together in one tail call.", low=1, high=64),
+    Param("batch_window_ms", 5.0, "Wait this long after a frame for more to batch with it.", low=0.0,
+          high=1000.0),
+    Param("allow_image_mode", True, "False: reject image (pixel) payloads."),
+    Param("max_payload_bytes", 16 * 1024 * 1024, "Largest payload accepted.", read_only=True, low=1024,
+          high=2**31 - 1),
+    Param("max_tensor_bytes", 64 * 1024 * 1024, "Largest decoded tensor accepted.", read_only=True,
+          low=1024, high=2**31 - 1),
+    Param("max_image_side", 8192, "Largest image side accepted.", read_only=True, low=16, high=65535),
+    Param("top_k", 5, "Classes per result.", low=1, high=1000),
+    Param("num_threads", 0, "torch CPU threads; 0 = torch default.", read_only=True, low=0, high=256),
+]
+
+
+class MetadataMismatch(PayloadError):
+    """The ROS message's metadata disagrees with the payload it carries."""
+    kind = "metadata"
+
+
+class RobotLink:
+    """Publishers and the bounded frame queue of one robot namespace."""
+
+    def __init__(self, node: Node, ns: str, queue_len: int):
+        prefix = f"{ns.rstrip('/')}/" if ns else ""
+        self.name = ns or node.get_namespace()
+        self.queue: deque = deque(maxlen=queue_len)   # newest wins when the edge falls behind
+        self.result_pub = node.create_publisher(Classification, f"{prefix}classification", 10)
+        self.feedback_pub = node.create_publisher(FrameFeedback, f"{prefix}frame_feedback", 50)
+        self.echo_pub = node.create_publisher(LinkProbe, f"{prefix}link_probe_echo", 10)
+        reliable_newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                     history=HistoryPolicy.KEEP_LAST)
+        node.create_subscription(CompressedFeature, f"{prefix}compressed_feature",
+                                 lambda msg: node.enqueue(self, msg), reliable_newest)
+        node.create_subscription(LinkProbe, f"{prefix}link_probe", self.echo_pub.publish, 10)
+
+
+class DecoderNode(Node):
+    def __init__(self):
+        super().__init__("fsplit_decoder")
+        self.p = declare_parameters(self, PARAMETERS)
+        if self.p["num_threads"]:
+            torch.set_num_threads(self.p["num_threads"])
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        deployment = Deployment.load(self.p["backbone"], self.p["weights"] or None,
+                                     self.p["bottleneck_checkpoint"] or None)
+        limits = Limits(self.p["max_payload_bytes"], self.p["max_tensor_bytes"], self.p["max_image_side"])
+        self.decoder = EdgeDecoder(deployment, limits)
+        self.rejected: dict[str, int] = {}
+        self._cv = threading.Condition()
+        self._running = True
+        self.robots = [RobotLink(self, ns, self.p["max_batch"]) for ns in self.p["robot_namespaces"]]
+        self._worker = threading.Thread(target=self._work, name="fsplit_decoder_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"decoder ready: {deployment.name}, modes {sorted(self.decoder.hashes)}, serving "
+            f"{[r.name for r in self.robots]}")
+
+    def _on_set_parameters(self, params):
+        from rcl_interfaces.msg import SetParametersResult
+        for param in params:
+            self.p[param.name] = param.value
+        return SetParametersResult(successful=True)
+
+    def enqueue(self, robot: RobotLink, msg: CompressedFeature):
+        with self._cv:
+            robot.queue.append((time.time(), msg))
+            self._cv.notify()
+
+    def _take_batch(self) -> list:
+        with self._cv:
+            while self._running and not any(r.queue for r in self.robots):
+                self._cv.wait(0.2)
+            if not self._running:
+                return []
+        time.sleep(self.p["batch_window_ms"] / 1000.0)
+        batch = []
+        with self._cv:
+            while len(batch) < self.p["max_batch"] and any(r.queue for r in self.robots):
+                for robot in self.robots:
+                    if robot.queue and len(batch) < self.p["max_batch"]:
+                        received, msg = robot.queue.popleft()
+                        batch.append((robot, received, msg))
+        return batch
+
+    def _work(self):
+        while self._running:
+            batch = self._take_batch()
+            if batch:
+                try:
+                    self._process(batch)
+                except Exception as exc:  # never let one batch kill the edge
+                    self.get_logger().error(f"batch of {len(batch)} failed: {exc!r}")
+
+    def _decode_one(self, msg: CompressedFeature):
+        frame = self.decoder.decode(bytes(msg.data))
+        h = frame.header
+        if (msg.mode, msg.model_hash, msg.split_index, tuple(msg.shape), msg.codec) != \
+                (h.mode, h.model_hash, h.split_index, tuple(h.shape), h.codec):
+            raise MetadataMismatch("CompressedFeature fields disagree with the payload header")
+        if h.mode == "image" and not self.p["allow_image_mode"]:
+            raise MetadataMismatch("image payloads are refused here (allow_image_mode=false)")
+        return frame
+
+    def _process(self, batch):
+        start = time.perf_counter()
+        decoded, failed = [], []
+        for robot, received, msg in batch:
+            try:
+                decoded.append((robot, received, msg, self._decode_one(msg)))
+            except PayloadError as exc:
+                failed.append((robot, received, msg, exc))
+        outputs = self.decoder.run_tails([d[3] for d in decoded]) if decoded else []
+        edge_time = time.perf_counter() - start
+        finished = wall_time_msg()
+        for (robot, received, msg, _), logits in zip(decoded, outputs):
+            robot.result_pub.publish(classification_msg(msg.header, logits, self.p["top_k"]))
+            robot.feedback_pub.publish(self._feedback(robot, msg, received, finished, edge_time,
+                                                      len(decoded), ok=True))
+        for robot, received, msg, exc in failed:
+            self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
+            self.get_logger().error(f"dropped frame {msg.seq} from {robot.name}: {exc.kind}: {exc}",
+                                    throttle_duration_sec=2.0)
+            robot.feedback_pub.publish(self._feedback(robot, msg, received, finished, edge_time,
+                                                      len(decoded), ok=False, error=f"{exc.kind}: {exc}"))
+
+    @staticmethod
+    def _feedback(robot, msg, received, finished, edge_time, batch_size, ok, error=""):
+        return FrameFeedback(header=msg.header, seq=msg.seq, source=robot.name, bytes=len(msg.data),
+                             sent_stamp=msg.header.stamp, received_stamp=wall_time_msg(received),
+                             finished_stamp=finished, edge_time=edge_time, batch_size=batch_size,
+                             ok=ok, error=error[:500])
+
+    def destroy_node(self):
+        with self._cv:
+            self._running = False
+            self._cv.notify_all()
+        self._worker.join(timeout=5)
+        return super().destroy_node()
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = DecoderNode()
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

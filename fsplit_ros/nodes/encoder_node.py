@@ -1,0 +1,152 @@
+"""Onboard encoder node: camera Image -> CompressedFeature (split / bottleneck / image), or the
+whole model onboard in `local` mode, publishing results on the same topic the edge uses.
+
+Topics (relative, so a namespace per robot works):
+  sub image (sensor_msgs/Image, sensor-data QoS, depth 1: the newest frame wins)
+  sub link_state (fsplit_ros/LinkState): mode commands from the link monitor
+  pub compressed_feature (fsplit_ros/CompressedFeature)
+  pub classification (vision_msgs/Classification), in local mode
+"""
+from __future__ import annotations
+
+import time
+
+import rclpy
+import torch
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Classification
+
+from fsplit_ros.imaging import ImageEncodingError, to_rgb8
+from fsplit_ros.msg import CompressedFeature, LinkState
+from fsplit_ros.nodes.messages import classification_msg
+from fsplit_ros.nodes.params import Param, check_choices, declare_parameters
+from fsplit_ros.codecs import TENSOR_CODECS, IMAGE_FORMATS
+from fsplit_ros.runtime import MODES, Deployment, OnboardEncoder
+
+PARAMETERS = [
+    Param("backbone", "efficientnet_lite0", "Model name (fsplit name or timm name); must match the edge.",
+          read_only=True),
+    Param("weights", "", "Local backbone checkpoint; empty = the backbone's offline default.", read_only=True),
+    Param("bottleneck_checkpoint", "default", "FrankenSplit checkpoint; 'default' = the one shipped for "
+          "the backbone, empty = none (bottleneck mode unavailable).", read_only=True),
+    Param("mode", "split", "Current mode.", choices=MODES),
+    Param("follow_link_monitor", True, "Take the mode (and split point) from the link monitor's link_state."),
+    Param("split_index", 0, "Split point for split mode; 0 = first compressive bottleneck.", low=0, high=512),
+    Param("tensor_codec", "uint8-channel+zlib", "Split-mode tensor codec.", choices=TENSOR_CODECS),
+    Param("image_codec", "jpeg", "Image-mode codec.", choices=tuple(IMAGE_FORMATS)),
+    Param("image_quality", 95, "JPEG/WebP quality (PNG: zlib level 0-9).", low=0, high=100),
+    Param("allow_image_mode", True, "False: pixels never leave the robot (image mode refused)."),
+    Param("top_k", 5, "Classes per result in local mode.", low=1, high=1000),
+    Param("num_threads", 0, "torch CPU threads; 0 = torch default.", read_only=True, low=0, high=256),
+]
+RUNTIME_CHANGEABLE = {"mode", "follow_link_monitor", "split_index", "tensor_codec", "image_codec",
+                      "image_quality", "allow_image_mode", "top_k"}
+
+
+class EncoderNode(Node):
+    def __init__(self):
+        super().__init__("fsplit_encoder")
+        self.p = declare_parameters(self, PARAMETERS)
+        if self.p["num_threads"]:
+            torch.set_num_threads(self.p["num_threads"])
+        deployment = Deployment.load(self.p["backbone"], self.p["weights"] or None,
+                                     self.p["bottleneck_checkpoint"] or None)
+        self.deployment = deployment
+        self._build_encoder()
+        self.seq = 0
+        self.mode = self._allowed(self.p["mode"])
+        self.commanded_split = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        reliable_newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                     history=HistoryPolicy.KEEP_LAST)
+        self.feature_pub = self.create_publisher(CompressedFeature, "compressed_feature", reliable_newest)
+        self.result_pub = self.create_publisher(Classification, "classification", 10)
+        image_qos = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
+                               history=HistoryPolicy.KEEP_LAST, durability=qos_profile_sensor_data.durability)
+        self.create_subscription(Image, "image", self.on_image, image_qos)
+        self.create_subscription(LinkState, "link_state", self.on_link_state, 10)
+        self.get_logger().info(
+            f"encoder ready: {deployment.name} (weights {deployment.backbone.weights_hash[:12]}), modes "
+            f"{self.encoder.available_modes()}, starting in '{self.mode}'")
+
+    def _build_encoder(self):
+        self.encoder = OnboardEncoder(self.deployment, self.p["split_index"] or None, self.p["tensor_codec"],
+                                      self.p["image_codec"], self.p["image_quality"])
+
+    def _allowed(self, mode: str) -> str:
+        """The mode to run: falls back to local where `mode` is unavailable or forbidden."""
+        if mode == "image" and not self.p["allow_image_mode"]:
+            self.get_logger().warning("image mode is forbidden (allow_image_mode=false): running local",
+                                      throttle_duration_sec=10.0)
+            return "local"
+        if mode not in self.encoder.available_modes():
+            self.get_logger().warning(f"mode '{mode}' is unavailable here (no bottleneck checkpoint "
+                                      f"loaded?): running local", throttle_duration_sec=10.0)
+            return "local"
+        return mode
+
+    def _on_set_parameters(self, params):
+        result = check_choices(PARAMETERS, params)
+        if not result.successful:
+            return result
+        for param in params:
+            if param.name in RUNTIME_CHANGEABLE:
+                self.p[param.name] = param.value
+        try:
+            self._build_encoder()
+        except ValueError as exc:
+            result.successful, result.reason = False, str(exc)
+            return result
+        self.mode = self._allowed(self.p["mode"])
+        return result
+
+    def on_link_state(self, msg: LinkState):
+        if self.p["follow_link_monitor"] and msg.mode:
+            new = self._allowed(msg.mode)
+            valid_splits = self.deployment.compressive_split_indices()
+            self.commanded_split = msg.split_index if msg.split_index in valid_splits else None
+            if new != self.mode:
+                self.get_logger().info(f"mode {self.mode} -> {new} ({msg.reason})")
+            self.mode = new
+
+    def on_image(self, msg: Image):
+        start = time.perf_counter()
+        try:
+            rgb = to_rgb8(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+        except ImageEncodingError as exc:
+            self.get_logger().error(f"dropping frame: {exc}", throttle_duration_sec=5.0)
+            return
+        frame = self.encoder.prepare(rgb)
+        mode = self.mode
+        if mode == "local":
+            logits = self.encoder.predict_local(frame)
+            self.result_pub.publish(classification_msg(msg.header, logits, self.p["top_k"]))
+            return
+        split = self.commanded_split if mode == "split" else None
+        header, payload = self.encoder.encode_frame(frame, mode, split)
+        self.seq += 1
+        out = CompressedFeature(
+            header=msg.header, seq=self.seq, mode=mode, model_name=self.deployment.name,
+            model_hash=header.model_hash, split_index=header.split_index, shape=list(header.shape),
+            dtype=header.dtype, codec=header.codec, quality=header.quality,
+            image_width=header.image_width, image_height=header.image_height, data=payload)
+        out.encode_time = time.perf_counter() - start
+        self.feature_pub.publish(out)
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = EncoderNode()
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,103 @@
+"""The node graph as separate OS processes over real DDS: encoder and decoder (installed
+executables, as `ros2 run` starts them), frames in from the test, results out with the camera
+frame's header, in every mode."""
+import time
+
+import cv2
+import pytest
+import torch
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Classification
+
+from fsplit_ros.bottleneck import BottleneckConfig, FrankenSplitBottleneck, save_bottleneck
+from fsplit_ros.datasets.offline import labelled_imagenet_photos
+from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
+from ros_harness import NodeProcess, RosProbe
+
+
+@pytest.fixture(scope="module")
+def bottleneck_file(tmp_path_factory):
+    """An untrained (random) lite0 bottleneck with valid tables: enough to exercise the wire path."""
+    torch.manual_seed(0)
+    model = FrankenSplitBottleneck(BottleneckConfig("efficientnet_lite0", 6, 40, 8))
+    model.update_tables()
+    path = tmp_path_factory.mktemp("bn") / "lite0_untrained.pt"
+    save_bottleneck(model, path, {"note": "untrained, test only"})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def local_top1():
+    from fsplit_ros.runtime import Deployment, OnboardEncoder
+    encoder = OnboardEncoder(Deployment.load("efficientnet_lite0", bottleneck=None))
+
+    def top1(path):
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        return int(encoder.predict_local(encoder.prepare(rgb)).argmax())
+    return top1
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory, bottleneck_file):
+    logs = tmp_path_factory.mktemp("logs")
+    common = {"backbone": "efficientnet_lite0", "bottleneck_checkpoint": bottleneck_file, "num_threads": 1}
+    decoder = NodeProcess.ros_executable("decoder_node", logs, params=common)
+    encoder = NodeProcess.ros_executable("encoder_node", logs, params={**common, "mode": "split"},
+                                         remaps={"image": "camera/image_raw"})
+    probe = RosProbe()
+    for topic, kind in [("classification", Classification), ("frame_feedback", FrameFeedback),
+                        ("compressed_feature", CompressedFeature)]:
+        probe.subscribe(kind, topic)
+    image_pub = probe.publisher(Image, "camera/image_raw")
+    state_pub = probe.publisher(LinkState, "link_state")
+    yield probe, image_pub, state_pub, encoder, decoder
+    probe.close()
+    for proc in (encoder, decoder):
+        proc.stop()
+
+
+def _photo_msg(path, sec):
+    bgr = cv2.imread(str(path))
+    msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", step=bgr.shape[1] * 3,
+                data=bgr.tobytes())
+    msg.header.frame_id = "camera_optical"
+    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, 500
+    return msg
+
+
+@pytest.mark.parametrize("mode", ["split", "bottleneck", "image", "local"])
+def test_frames_in_results_out_with_camera_header(graph, local_top1, mode):
+    probe, image_pub, state_pub, encoder, decoder = graph
+    assert probe.wait_for_subscribers(image_pub, timeout=60), f"encoder not up:\n{encoder.log()}"
+    # Command the mode the way the link monitor does, until the encoder obeys.
+    photos = labelled_imagenet_photos()[:3]
+    base = 1000 * (["split", "bottleneck", "image", "local"].index(mode) + 1)
+    seen = {}
+    deadline = time.monotonic() + 90
+    i = 0
+    while len(seen) < len(photos) and time.monotonic() < deadline:
+        state_pub.publish(LinkState(mode=mode, reason="test"))
+        path, label = photos[i % len(photos)]
+        image_pub.publish(_photo_msg(path, base + i % len(photos)))
+        i += 1
+        time.sleep(0.3)
+        for msg in probe.messages("classification"):
+            if base <= msg.header.stamp.sec < base + len(photos):
+                seen[msg.header.stamp.sec] = msg
+    assert len(seen) == len(photos), (f"{mode}: results for {sorted(seen)}\nencoder:\n{encoder.log()}"
+                                      f"\ndecoder:\n{decoder.log()}")
+    for sec, msg in seen.items():
+        assert msg.header.frame_id == "camera_optical" and msg.header.stamp.nanosec == 500
+        assert len(msg.results) == 5 and msg.results[0].score >= msg.results[1].score
+    sent = [m for m in probe.messages("compressed_feature") if base <= m.header.stamp.sec < base + 3]
+    if mode == "local":
+        assert not sent, "local mode must not send payloads"
+    else:
+        assert sent and all(m.mode == mode for m in sent)
+        assert all(m.model_name == "efficientnet_lite0" and len(m.data) > 0 for m in sent)
+        fb = [f for f in probe.messages("frame_feedback") if base <= f.header.stamp.sec < base + 3]
+        assert fb and all(f.ok for f in fb), [f.error for f in fb]
+        assert {f.bytes for f in fb} <= {len(m.data) for m in sent}
+    if mode in ("split", "image", "local"):   # the unchanged model: same answer as running it here
+        for sec, msg in seen.items():
+            assert msg.results[0].class_id == str(local_top1(photos[sec - base][0]))
