@@ -28,5 +28,6 @@ def generate_launch_description():
                    remappings=[("image", arg["camera_topic"])])
     link_monitor = Node(package="fsplit_ros", executable="link_monitor_node", name="fsplit_link_monitor",
                         namespace=arg["namespace"], output="screen",
-                        parameters=[arg["link_monitor_params"], {"allowed_modes": arg["allowed_modes"]}])
+                        parameters=[arg["link_monitor_params"], {"allowed_modes": arg["allowed_modes"],
+                                                             "backbone": arg["backbone"]}])
     return LaunchDescription(declared + [encoder, link_monitor])

@@ -64,7 +64,11 @@ class RobotLink:
                                      history=HistoryPolicy.KEEP_LAST)
         node.create_subscription(CompressedFeature, f"{prefix}compressed_feature",
                                  lambda msg: node.enqueue(self, msg), reliable_newest)
-        node.create_subscription(LinkProbe, f"{prefix}link_probe", self.echo_pub.publish, 10)
+        node.create_subscription(LinkProbe, f"{prefix}link_probe", self.echo, 10)
+
+    def echo(self, probe: LinkProbe):
+        """Answer a probe at once; the padding only measures the uplink, so it is not sent back."""
+        self.echo_pub.publish(LinkProbe(seq=probe.seq, sent_stamp=probe.sent_stamp))
 
 
 class DecoderNode(Node):
@@ -159,7 +163,7 @@ class DecoderNode(Node):
     @staticmethod
     def _feedback(robot, msg, received, finished, edge_time, batch_size, ok, error=""):
         return FrameFeedback(header=msg.header, seq=msg.seq, source=robot.name, bytes=len(msg.data),
-                             sent_stamp=msg.header.stamp, received_stamp=wall_time_msg(received),
+                             sent_stamp=msg.publish_stamp, received_stamp=wall_time_msg(received),
                              finished_stamp=finished, edge_time=edge_time, batch_size=batch_size,
                              ok=ok, error=error[:500])
 

@@ -20,7 +20,7 @@ from vision_msgs.msg import Classification
 
 from fsplit_ros.imaging import ImageEncodingError, to_rgb8
 from fsplit_ros.msg import CompressedFeature, LinkState
-from fsplit_ros.nodes.messages import classification_msg
+from fsplit_ros.nodes.messages import classification_msg, wall_time_msg
 from fsplit_ros.nodes.params import Param, check_choices, declare_parameters
 from fsplit_ros.codecs import TENSOR_CODECS, IMAGE_FORMATS
 from fsplit_ros.runtime import MODES, Deployment, OnboardEncoder
@@ -40,8 +40,10 @@ PARAMETERS = [
     Param("allow_image_mode", True, "False: pixels never leave the robot (image mode refused)."),
     Param("top_k", 5, "Classes per result in local mode.", low=1, high=1000),
     Param("num_threads", 0, "torch CPU threads; 0 = torch default.", read_only=True, low=0, high=256),
+    Param("emulated_slowdown", 1.0, "Emulate a weaker robot CPU: stretch onboard compute time by this "
+          "factor (1 = real speed). Give the link monitor the same value.", low=1.0, high=100.0),
 ]
-RUNTIME_CHANGEABLE = {"mode", "follow_link_monitor", "split_index", "tensor_codec", "image_codec",
+RUNTIME_CHANGEABLE = {"emulated_slowdown", "mode", "follow_link_monitor", "split_index", "tensor_codec", "image_codec",
                       "image_quality", "allow_image_mode", "top_k"}
 
 
@@ -112,6 +114,11 @@ class EncoderNode(Node):
                 self.get_logger().info(f"mode {self.mode} -> {new} ({msg.reason})")
             self.mode = new
 
+    def _emulate_slow_robot(self, start: float):
+        """Sleep so the onboard work took `emulated_slowdown` times as long as it did here."""
+        if self.p["emulated_slowdown"] > 1.0:
+            time.sleep((self.p["emulated_slowdown"] - 1.0) * (time.perf_counter() - start))
+
     def on_image(self, msg: Image):
         start = time.perf_counter()
         try:
@@ -123,6 +130,7 @@ class EncoderNode(Node):
         mode = self.mode
         if mode == "local":
             logits = self.encoder.predict_local(frame)
+            self._emulate_slow_robot(start)
             self.result_pub.publish(classification_msg(msg.header, logits, self.p["top_k"]))
             return
         split = self.commanded_split if mode == "split" else None
@@ -133,7 +141,9 @@ class EncoderNode(Node):
             model_hash=header.model_hash, split_index=header.split_index, shape=list(header.shape),
             dtype=header.dtype, codec=header.codec, quality=header.quality,
             image_width=header.image_width, image_height=header.image_height, data=payload)
+        self._emulate_slow_robot(start)
         out.encode_time = time.perf_counter() - start
+        out.publish_stamp = wall_time_msg()
         self.feature_pub.publish(out)
 
 

@@ -1,0 +1,1 @@
+"""Console commands (fsplit-profile, fsplit-train, ...), each a thin argparse shell over the core."""

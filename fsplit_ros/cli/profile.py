@@ -1,0 +1,57 @@
+"""fsplit-profile: measure per-mode costs for the link monitor.
+
+    fsplit-profile --backbone efficientnet_lite0 --out profile.json            # both sides here
+    fsplit-profile --side robot --out robot.json   (on the robot)
+    fsplit-profile --side edge --out edge.json     (on the edge)
+    fsplit-profile --merge robot.json edge.json --out profile.json
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import cv2
+
+from fsplit_ros.datasets.offline import labelled_imagenet_photos
+from fsplit_ros.profiling import load_profile, merge_profiles, profile_deployment, save_profile
+from fsplit_ros.runtime import Deployment
+
+
+def sample_frames(n: int = 8):
+    return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p, _ in labelled_imagenet_photos()[:n]]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--bottleneck", default="default", help="checkpoint, 'default' or '' for none")
+    ap.add_argument("--side", choices=["robot", "edge", "both"], default="both")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--tensor-codec", default="uint8-channel+zlib")
+    ap.add_argument("--merge", nargs=2, metavar=("ROBOT", "EDGE"))
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    if args.merge:
+        save_profile(merge_profiles(load_profile_any(args.merge[0]), load_profile_any(args.merge[1])), args.out)
+        return 0
+    dep = Deployment.load(args.backbone, args.weights, args.bottleneck or None)
+    profile = profile_deployment(dep, sample_frames(), side=args.side, repeats=args.repeats,
+                                 threads=args.threads, encoder_kwargs={"tensor_codec": args.tensor_codec})
+    profile["command"] = " ".join(["fsplit-profile", *sys.argv[1:]]) if argv is None else " ".join(argv)
+    save_profile(profile, args.out)
+    for name, c in profile["candidates"].items():
+        print(f"{name:12s} bytes {c['bytes']:9.0f}  onboard {c.get('onboard_ms', float('nan')):7.2f} ms  "
+              f"offboard(B=1) {c.get('offboard_ms', {}).get('1', float('nan')):7.2f} ms")
+    return 0
+
+
+def load_profile_any(path):
+    """Half profiles (one side) are valid merge inputs."""
+    import json
+    return json.loads(open(path).read())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

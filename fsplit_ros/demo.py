@@ -1,0 +1,185 @@
+"""The main job: the whole fsplit graph as separate processes over real DDS, on a bundled video.
+
+    python -m fsplit_ros.demo [--duration 60] [--trace 0:20,20:1,40:0,45:20] [--link auto|netns|loopback]
+
+With root (and `--link auto`) the robot side (camera, encoder, link monitor, recorder) and the edge
+side (decoder) run in two network namespaces joined by a tc-shaped veth whose rate follows the
+trace (Mbit/s; 0 = link cut). Without root everything runs on loopback and the trace is ignored.
+Prints a live table every second and writes a report (JSON, PNG plot, rosbag, logs) at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable, parse_trace
+from fsplit_ros.process_graph import ProcessGraph
+
+DEFAULT_TRACE = "0:20,20:1,40:0,46:20"
+
+
+def read_events(path: Path, offset: int) -> tuple[list[dict], int]:
+    if not path.exists():
+        return [], offset
+    with open(path) as f:
+        f.seek(offset)
+        data = f.read()
+    complete = data[:data.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line], offset + len(complete)
+
+
+def window_stats(events: list[dict], now: float, window: float = 2.0) -> dict:
+    """Live numbers over the last `window` seconds."""
+    recent = [e for e in events if now - e["t"] <= window]
+    sent = [e for e in recent if e["topic"] == "compressed_feature"]
+    results = [e for e in recent if e["topic"] == "classification"]
+    states = [e for e in events if e["topic"] == "link_state"]
+    state = states[-1] if states else {}
+    return {"mode": state.get("mode", "-") + (f"@{state['split']}" if state.get("mode") == "split" else ""),
+            "measured_mbps": state.get("rate_bps", float("nan")) / 1e6,
+            "bytes_per_frame": float(np.mean([e["bytes"] for e in sent])) if sent else 0.0,
+            "latency_ms": float(np.median([(e["t"] - e["stamp"]) * 1e3 for e in results])) if results else float("nan"),
+            "fps": len(results) / window}
+
+
+def link_rate_at(trace, t: float) -> float:
+    rate = trace[0][1]
+    for when, r in trace:
+        if t >= when:
+            rate = r
+    return rate
+
+
+def write_report(out: Path, events: list[dict], trace, t0: float, emulated: bool, args) -> dict:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [e for e in events if e["topic"] == "classification"]
+    sent = [e for e in events if e["topic"] == "compressed_feature"]
+    states = [e for e in events if e["topic"] == "link_state"]
+    images = [e for e in events if e["topic"] == "image"]
+    modes = sorted({e["mode"] for e in states})
+    lat = np.array([(e["t"] - e["stamp"]) * 1e3 for e in results]) if results else np.array([np.nan])
+    summary = {
+        "command": " ".join(sys.argv), "link": "netns+tc" if emulated else "loopback (no shaping)",
+        "trace_mbps": trace if emulated else None, "duration_s": args.duration,
+        "frames_published": len(images), "results": len(results),
+        "delivered_fps": len(results) / args.duration,
+        "latency_ms": {"p50": float(np.nanmedian(lat)), "p95": float(np.nanpercentile(lat, 95))},
+        "bytes_per_frame_by_mode": {m: float(np.mean([e["bytes"] for e in sent if e["mode"] == m]))
+                                    for m in sorted({e["mode"] for e in sent})},
+        "time_in_mode_s": {m: sum(1 for e in states if e["mode"] == m) * args.update_period for m in modes},
+        "mode_switches": [{"t": round(b["t"] - t0, 2), "to": b["mode"], "reason": b["reason"]}
+                          for a, b in zip(states, states[1:]) if (a["mode"], a["split"]) != (b["mode"], b["split"])],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    ts = [e["t"] - t0 for e in states]
+    axes[0].plot(ts, [e["rate_bps"] / 1e6 for e in states], label="measured rate (link monitor)")
+    if emulated:
+        grid = np.linspace(0, args.duration, 400)
+        axes[0].plot(grid, [link_rate_at(trace, g) for g in grid], "--", label="emulated link rate")
+    axes[0].set_ylabel("Mbit/s"); axes[0].set_yscale("symlog", linthresh=0.5); axes[0].legend(loc="upper right")
+    order = ["local", "split", "bottleneck", "image"]
+    axes[1].scatter(ts, [order.index(e["mode"]) for e in states], s=4)
+    axes[1].set_yticks(range(len(order)), order); axes[1].set_ylabel("mode")
+    axes[2].scatter([e["t"] - t0 for e in results], [(e["t"] - e["stamp"]) * 1e3 for e in results], s=4)
+    axes[2].set_ylabel("end-to-end latency (ms)"); axes[2].set_xlabel("time (s)")
+    fig.suptitle(f"fsplit_ros demo ({summary['link']})")
+    fig.tight_layout()
+    fig.savefig(out / "report.png", dpi=110)
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--trace", default=DEFAULT_TRACE, help="t:Mbit/s steps (0 = cut)")
+    ap.add_argument("--link", choices=["auto", "netns", "loopback"], default="auto")
+    ap.add_argument("--video", default="", help="video file; '' = bundled demo video")
+    ap.add_argument("--rate", type=float, default=10.0, help="camera fps")
+    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--slowdown", type=float, default=4.0,
+                    help="emulated robot CPU slowdown vs this machine (1 = same CPU)")
+    ap.add_argument("--out", default="", help="report folder (default runs/demo-<time>)")
+    ap.add_argument("--update-period", type=float, default=0.1)
+    args = ap.parse_args(argv)
+
+    out = Path(args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    trace = parse_trace(args.trace)
+    link = None
+    if args.link in ("auto", "netns"):
+        try:
+            link = EmulatedLink(name=f"fsdemo{os.getpid() % 10000}", rate_mbit=trace[0][1] or 0.01).open()
+        except LinkEmulationUnavailable as exc:
+            if args.link == "netns":
+                raise
+            print(f"[demo] {exc}: running on loopback without link shaping")
+    graph = ProcessGraph(out / "logs", link, env={"ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))})
+    events_path = out / "events.jsonl"
+    common = {"backbone": args.backbone, "num_threads": 1}
+    try:
+        graph.start("decoder", "decoder_node", "edge", params=common)
+        graph.start("link_monitor", "link_monitor_node", "robot",
+                    params={"backbone": args.backbone, "emulated_slowdown": args.slowdown,
+                            "camera_rate": args.rate, "update_period_s": args.update_period})
+        graph.start("encoder", "encoder_node", "robot", params={**common, "emulated_slowdown": args.slowdown},
+                    remaps={"image": "camera/image_raw"})
+        graph.start("recorder", "recorder_node", "robot",
+                    params={"bag_path": str(out / "bag"), "events_path": str(events_path)},
+                    remaps={"image": "camera/image_raw"})
+        graph.start("camera", "video_source_node", "robot", params={"source": args.video, "rate": args.rate},
+                    remaps={"image": "camera/image_raw"})
+        print(f"[demo] graph starting ({'netns + tc-shaped veth' if link else 'loopback'}); report -> {out}")
+        events, offset = [], 0
+        # Wait for the first result before the clock starts (models load, the profile is cached).
+        deadline = time.time() + 240
+        while time.time() < deadline and not any(e["topic"] == "classification" for e in events):
+            new, offset = read_events(events_path, offset)
+            events += new
+            if graph.dead():
+                raise RuntimeError(f"node(s) {graph.dead()} exited; see {out / 'logs'}")
+            time.sleep(0.5)
+        if not any(e["topic"] == "classification" for e in events):
+            raise RuntimeError(f"no results after 240 s; see {out / 'logs'}")
+        t0 = time.time()
+        applied = None
+        print(f"{'t':>5} {'link':>8} {'measured':>9} {'mode':>12} {'bytes/frame':>11} {'latency':>9} {'fps':>5}")
+        while time.time() - t0 < args.duration:
+            now = time.time()
+            rate = link_rate_at(trace, now - t0)
+            if link and rate != applied:
+                link.set_rate(rate)
+                applied = rate
+            new, offset = read_events(events_path, offset)
+            events += new
+            s = window_stats(events, now)
+            shown = ("cut" if rate == 0 else f"{rate:g}M") if link else "lo"
+            print(f"{now - t0:5.0f} {shown:>8} {s['measured_mbps']:8.2f}M {s['mode']:>12} "
+                  f"{s['bytes_per_frame']:11.0f} {s['latency_ms']:7.0f}ms {s['fps']:5.1f}", flush=True)
+            time.sleep(max(0.0, 1.0 - (time.time() - now)))
+    finally:
+        graph.close()
+        if link:
+            link.close()
+    new, offset = read_events(events_path, offset)
+    events += new
+    events = [e for e in events if e["t"] >= t0]
+    summary = write_report(out, events, trace, t0, link is not None, args)
+    print(json.dumps({k: summary[k] for k in ("link", "delivered_fps", "latency_ms", "bytes_per_frame_by_mode",
+                                              "time_in_mode_s")}, indent=1))
+    print(f"[demo] report: {out / 'report.png'}, {out / 'summary.json'}, bag {out / 'bag'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

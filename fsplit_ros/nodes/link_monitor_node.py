@@ -1,0 +1,190 @@
+"""Link monitor node (robot): measures the real link and commands the encoder's mode.
+
+  sub frame_feedback (FrameFeedback), link_probe_echo (LinkProbe)
+  pub link_probe (LinkProbe), link_state (LinkState: what the encoder follows), /diagnostics
+
+Rate and RTT come from feedback on real payloads plus light probes (padded probes only when little
+payload traffic flows, capped at probe_max_fraction of the measured rate). Every update predicts
+T = T_onboard + bytes/rate + RTT/2 + T_offboard per candidate from the profile and picks one with
+hysteresis and a minimum dwell time (fsplit_ros.policy).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+
+from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState
+from fsplit_ros.nodes.messages import time_to_float, wall_time_msg
+from fsplit_ros.nodes.params import Param, declare_parameters
+from fsplit_ros.policy import CostModel, LinkEstimator, ModeSelector, candidate_mode
+from fsplit_ros.runtime import MODES
+
+PARAMETERS = [
+    Param("profile_file", "", "Per-mode costs from fsplit-profile; empty = profile this machine at "
+          "start-up (cached in ~/.cache/fsplit_ros/profiles).", read_only=True),
+    Param("backbone", "efficientnet_lite0", "Model to profile when profile_file is empty.", read_only=True),
+    Param("weights", "", "Backbone checkpoint for start-up profiling.", read_only=True),
+    Param("bottleneck_checkpoint", "default", "Bottleneck checkpoint for start-up profiling.", read_only=True),
+    Param("allowed_modes", ["local", "split", "bottleneck", "image"], "Modes that may be chosen."),
+    Param("pinned_mode", "", "Force this mode; empty = choose adaptively.", choices=("",) + MODES),
+    Param("camera_rate", 10.0, "Camera frames per second (sustainability check).", low=0.1, high=240.0),
+    Param("hysteresis", 0.15, "Switch only when the new mode is predicted this much faster.", low=0.0, high=0.9),
+    Param("min_dwell_s", 2.0, "Keep a mode at least this long.", low=0.0, high=60.0),
+    Param("link_timeout_s", 1.0, "No reply for this long = link down -> local.", low=0.05, high=60.0),
+    Param("update_period_s", 0.1, "Decision period.", read_only=True, low=0.01, high=10.0),
+    Param("rate_window_s", 2.0, "Throughput estimate window.", read_only=True, low=0.1, high=60.0),
+    Param("probe_period_s", 0.25, "Probe period.", read_only=True, low=0.01, high=10.0),
+    Param("emulated_slowdown", 1.0, "Onboard times of the profile are multiplied by this (the "
+          "encoder's emulated_slowdown).", read_only=True, low=1.0, high=100.0),
+    Param("probe_max_fraction", 0.05, "Probe bytes <= this fraction of the measured rate.", low=0.0, high=0.5),
+]
+MAX_PROBE_PADDING = 64 * 1024
+MISMATCH_BACKOFF_S = 10.0
+OFFLOAD_MODES = frozenset({"split", "bottleneck", "image"})
+
+
+class LinkMonitorNode(Node):
+    def __init__(self):
+        super().__init__("fsplit_link_monitor")
+        self.p = declare_parameters(self, PARAMETERS)
+        profile = self._load_profile()
+        self.cost = CostModel(profile, self.p["camera_rate"], onboard_scale=self.p["emulated_slowdown"])
+        self.estimator = LinkEstimator(window_s=self.p["rate_window_s"])
+        self.selector = ModeSelector(self.p["allowed_modes"], self.p["pinned_mode"], self.p["hysteresis"],
+                                     self.p["min_dwell_s"], self.p["link_timeout_s"])
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.state_pub = self.create_publisher(LinkState, "link_state", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.probe_pub = self.create_publisher(LinkProbe, "link_probe", 10)
+        self.create_subscription(FrameFeedback, "frame_feedback", self.on_feedback, 50)
+        self.create_subscription(LinkProbe, "link_probe_echo", self.on_echo, 10)
+        self.probe_seq = 0
+        self.padded: dict[int, int] = {}
+        self.last_payload_feedback = 0.0
+        self.rejections = 0
+        self.last_state: LinkState | None = None
+        self.blocked_until = 0.0
+        self.create_timer(self.p["probe_period_s"], self.send_probe)
+        self.create_timer(self.p["update_period_s"], self.update)
+        self.create_timer(1.0, self.publish_diagnostics)
+        self.get_logger().info(f"link monitor ready: candidates {sorted(self.cost.candidates)}")
+
+    def _load_profile(self) -> dict:
+        from fsplit_ros.profiling import cached_profile, load_profile
+        if self.p["profile_file"]:
+            return load_profile(self.p["profile_file"])
+        self.get_logger().warning("no profile_file: profiling robot and edge costs on THIS machine "
+                                  "(run fsplit-profile on each side for a real deployment)")
+        from fsplit_ros.cli.profile import sample_frames
+        from fsplit_ros.runtime import Deployment
+        dep = Deployment.load(self.p["backbone"], self.p["weights"] or None,
+                              self.p["bottleneck_checkpoint"] or None)
+        return cached_profile(dep, sample_frames(), Path.home() / ".cache" / "fsplit_ros" / "profiles")
+
+    def _on_set_parameters(self, params):
+        from rcl_interfaces.msg import SetParametersResult
+        for param in params:
+            self.p[param.name] = param.value
+        s = self.selector
+        s.allowed_modes = set(self.p["allowed_modes"]) | {"local"}
+        s.pinned_mode, s.hysteresis = self.p["pinned_mode"], self.p["hysteresis"]
+        s.min_dwell_s, s.link_timeout_s = self.p["min_dwell_s"], self.p["link_timeout_s"]
+        self.cost.camera_rate = self.p["camera_rate"]
+        return SetParametersResult(successful=True)
+
+    def on_feedback(self, fb: FrameFeedback):
+        now = time.time()
+        if not fb.ok:
+            self.rejections += 1
+            self.estimator.add_rtt(0.0, now)   # the edge answered: the link is up
+            if fb.error.startswith("model_mismatch"):
+                # The edge has other weights: offloading cannot work until someone redeploys.
+                self.blocked_until = now + MISMATCH_BACKOFF_S
+                self.get_logger().error(f"edge rejects our payloads, falling back to local: {fb.error}",
+                                        throttle_duration_sec=5.0)
+            return
+        residence = time_to_float(fb.finished_stamp) - time_to_float(fb.received_stamp)
+        self.estimator.add_feedback(fb.bytes, time_to_float(fb.sent_stamp), now, residence)
+        self.last_payload_feedback = now
+
+    def send_probe(self):
+        now = time.time()
+        self.probe_seq += 1
+        padding = 0
+        # Pad every other probe, and only while little payload traffic measures the link for us.
+        if self.probe_seq % 2 == 0 and now - self.last_payload_feedback > 1.0:
+            budget = self.p["probe_max_fraction"] * self.estimator.rate_bps / 8.0 * (2 * self.p["probe_period_s"])
+            padding = int(min(budget, MAX_PROBE_PADDING))
+        self.padded[self.probe_seq] = padding
+        if len(self.padded) > 256:
+            self.padded.pop(next(iter(self.padded)))
+        self.probe_pub.publish(LinkProbe(seq=self.probe_seq, sent_stamp=wall_time_msg(now),
+                                         padding=bytes(padding)))
+
+    def on_echo(self, probe: LinkProbe):
+        now = time.time()
+        elapsed = now - time_to_float(probe.sent_stamp)
+        padding = self.padded.pop(probe.seq, 0)
+        if padding:
+            self.estimator.add_transfer(padding, elapsed - self.estimator.rtt_s, now)
+        else:
+            self.estimator.add_rtt(elapsed, now)
+
+    def update(self):
+        now = time.time()
+        rate, rtt = self.estimator.rate_bps, self.estimator.rtt_s
+        predictions = self.cost.predict(rate, rtt)
+        blocked = OFFLOAD_MODES if now < self.blocked_until else frozenset()
+        decision = self.selector.update(predictions, self.estimator.since_last_reply(now), now, blocked)
+        if decision.changed:
+            self.get_logger().info(f"mode -> {decision.candidate}: {decision.reason} "
+                                   f"(rate {rate / 1e6:.2f} Mbit/s, RTT {rtt * 1e3:.0f} ms)")
+        mode, split = candidate_mode(decision.candidate)
+        names = sorted(predictions)
+        state = LinkState(rate_bps=rate, rtt=rtt, since_last_reply=min(self.estimator.since_last_reply(now), 1e9),
+                          mode=mode, split_index=split,
+                          reason=decision.reason if decision.changed else self.selector_reason(),
+                          candidate_modes=names, predicted_latency=[predictions[n].latency_s for n in names],
+                          sustainable=[predictions[n].sustainable for n in names])
+        state.header.stamp = self.get_clock().now().to_msg()
+        self.state_pub.publish(state)
+        self.last_state = state
+
+    def selector_reason(self) -> str:
+        return f"keep {self.selector.current}"
+
+    def publish_diagnostics(self):
+        s = self.last_state
+        if s is None:
+            return
+        down = s.since_last_reply > self.p["link_timeout_s"]
+        status = DiagnosticStatus(level=DiagnosticStatus.WARN if down else DiagnosticStatus.OK,
+                                  name=f"{self.get_fully_qualified_name()}: link",
+                                  message="link down, running local" if down else f"mode {s.mode}",
+                                  hardware_id="fsplit_link")
+        status.values = [KeyValue(key="rate_mbps", value=f"{s.rate_bps / 1e6:.3f}"),
+                         KeyValue(key="rtt_ms", value=f"{s.rtt * 1e3:.1f}"),
+                         KeyValue(key="mode", value=s.mode), KeyValue(key="split_index", value=str(s.split_index)),
+                         KeyValue(key="edge_rejections", value=str(self.rejections))]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = LinkMonitorNode()
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

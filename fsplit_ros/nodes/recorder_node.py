@@ -1,0 +1,117 @@
+"""Recorder node: writes the fsplit topics to a rosbag2 file (MCAP or sqlite3, the format `ros2 bag
+record` writes: raw CDR as received) where `ros2 bag` is missing, and streams one JSON line per
+message to `events_path` for live tables and tests. On a ROS install `ros2 bag record` does the
+same job; `fsplit-eval-bag` reads either.
+
+Topics (relative, remappable): image, compressed_feature, classification, frame_feedback, link_state
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Classification
+
+from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
+from fsplit_ros.nodes.messages import time_to_float
+from fsplit_ros.nodes.params import Param, declare_parameters
+
+PARAMETERS = [
+    Param("bag_path", "", "rosbag2 output folder (must not exist); empty = no bag.", read_only=True),
+    Param("storage", "mcap", "Bag storage.", read_only=True, choices=("mcap", "sqlite3")),
+    Param("events_path", "", "JSON-lines event log; empty = none.", read_only=True),
+    Param("record_images", True, "Also record the camera images (needed for offline agreement).",
+          read_only=True),
+]
+TOPICS = {
+    "image": (Image, "sensor_msgs/msg/Image"),
+    "compressed_feature": (CompressedFeature, "fsplit_ros/msg/CompressedFeature"),
+    "classification": (Classification, "vision_msgs/msg/Classification"),
+    "frame_feedback": (FrameFeedback, "fsplit_ros/msg/FrameFeedback"),
+    "link_state": (LinkState, "fsplit_ros/msg/LinkState"),
+}
+
+
+def event_fields(topic: str, msg) -> dict:
+    """The few numbers per message that live tables and tests need."""
+    stamp = time_to_float(msg.header.stamp)
+    if topic == "image":
+        return {"stamp": stamp, "w": msg.width, "h": msg.height}
+    if topic == "compressed_feature":
+        return {"stamp": stamp, "seq": msg.seq, "mode": msg.mode, "split": msg.split_index,
+                "bytes": len(msg.data), "encode_s": msg.encode_time}
+    if topic == "classification":
+        top = msg.results[0] if msg.results else None
+        return {"stamp": stamp, "class": top.class_id if top else "", "score": top.score if top else 0.0}
+    if topic == "frame_feedback":
+        return {"stamp": stamp, "seq": msg.seq, "bytes": msg.bytes, "ok": msg.ok, "error": msg.error,
+                "edge_s": msg.edge_time, "batch": msg.batch_size}
+    return {"rate_bps": msg.rate_bps, "rtt": msg.rtt, "mode": msg.mode, "split": msg.split_index,
+            "reason": msg.reason, "down_s": msg.since_last_reply}
+
+
+class RecorderNode(Node):
+    def __init__(self):
+        super().__init__("fsplit_recorder")
+        self.p = declare_parameters(self, PARAMETERS)
+        self._lock = threading.Lock()
+        self.writer, self.connections = None, {}
+        topics = {t: v for t, v in TOPICS.items() if t != "image" or self.p["record_images"]}
+        if self.p["bag_path"]:
+            from rosbags.rosbag2 import StoragePlugin, Writer
+            from fsplit_ros.evaluation.bag_types import fsplit_typestore
+            store = fsplit_typestore()
+            plugin = StoragePlugin.MCAP if self.p["storage"] == "mcap" else StoragePlugin.SQLITE3
+            self.writer = Writer(self.p["bag_path"], version=9, storage_plugin=plugin)
+            self.writer.open()
+            for topic, (_, msgtype) in topics.items():
+                self.connections[topic] = self.writer.add_connection(self.resolve_topic_name(topic), msgtype,
+                                                                     typestore=store)
+        self.events = open(self.p["events_path"], "a", buffering=1) if self.p["events_path"] else None
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        for topic, (msg_type, _) in topics.items():
+            qos = qos_profile_sensor_data if topic == "image" else reliable
+            self.create_subscription(msg_type, topic, lambda raw, t=topic: self.on_raw(t, raw), qos, raw=True)
+        self.get_logger().info(f"recording {sorted(topics)} to bag '{self.p['bag_path']}' "
+                               f"events '{self.p['events_path']}'")
+
+    def on_raw(self, topic: str, raw: bytes):
+        now = time.time()
+        with self._lock:
+            if self.writer is not None:
+                self.writer.write(self.connections[topic], time.time_ns(), raw)
+            if self.events is not None:
+                msg = deserialize_message(raw, TOPICS[topic][0])
+                self.events.write(json.dumps({"t": now, "topic": topic, **event_fields(topic, msg)}) + "\n")
+
+    def close(self):
+        with self._lock:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+            if self.events is not None:
+                self.events.close()
+                self.events = None
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = RecorderNode()
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,46 @@
+"""Dynamic Split Computing's cost model with the profiled per-candidate costs:
+
+    T(candidate) = T_onboard + bytes / rate + RTT/2 + T_offboard(batch)      (local: T_onboard only)
+
+A candidate is *sustainable* when the link can carry its payloads at the camera rate
+(bytes * 8 * fps <= rate) and the robot can compute it at that rate (T_onboard * fps <= 1 s).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Prediction:
+    latency_s: float
+    sustainable: bool
+    bytes: float
+
+
+class CostModel:
+    def __init__(self, profile: dict, camera_rate: float, onboard_scale: float = 1.0):
+        """onboard_scale multiplies profiled onboard times (to model a slower robot CPU)."""
+        self.profile = profile
+        self.onboard_scale = onboard_scale
+        self.camera_rate = camera_rate
+        self.candidates = dict(profile["candidates"])
+
+    def predict(self, rate_bps: float, rtt_s: float, batch: int = 1) -> dict[str, Prediction]:
+        out = {}
+        for name, c in self.candidates.items():
+            onboard = c["onboard_ms"] / 1e3 * self.onboard_scale
+            compute_ok = onboard * self.camera_rate <= 1.0
+            if c["mode"] == "local":
+                out[name] = Prediction(onboard, compute_ok, 0.0)
+                continue
+            offboard = self._offboard_s(c, batch)
+            transfer = 8.0 * c["bytes"] / max(rate_bps, 1.0)
+            link_ok = 8.0 * c["bytes"] * self.camera_rate <= rate_bps
+            out[name] = Prediction(onboard + transfer + rtt_s / 2 + offboard, compute_ok and link_ok, c["bytes"])
+        return out
+
+    @staticmethod
+    def _offboard_s(c: dict, batch: int) -> float:
+        table = {int(k): v for k, v in c["offboard_ms"].items()}
+        key = min(table, key=lambda b: (abs(b - batch), b))
+        return table[key] / 1e3

@@ -1,0 +1,73 @@
+"""Pick the candidate with the lowest predicted latency, with hysteresis and a minimum dwell time
+so noise in the measurements does not make the robot flap between modes.
+
+Rules, in order: a pinned mode always wins; a link that stopped answering means `local` at once;
+the current candidate is left at once when it becomes forbidden or unsustainable; otherwise the
+best sustainable candidate replaces it only when it is `hysteresis` faster and the current one has
+been kept for `min_dwell_s`. `local` is always eligible: it is the fallback that needs no link.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fsplit_ros.policy.cost_model import Prediction
+
+
+def candidate_mode(name: str) -> tuple[str, int]:
+    """'split@13' -> ('split', 13); 'bottleneck' -> ('bottleneck', 0)."""
+    mode, _, index = name.partition("@")
+    return mode, int(index) if index else 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    candidate: str
+    reason: str
+    changed: bool
+
+
+class ModeSelector:
+    def __init__(self, allowed_modes, pinned_mode: str = "", hysteresis: float = 0.15,
+                 min_dwell_s: float = 2.0, link_timeout_s: float = 1.0, initial: str = "local"):
+        self.allowed_modes = set(allowed_modes) | {"local"}
+        self.pinned_mode = pinned_mode
+        self.hysteresis = hysteresis
+        self.min_dwell_s = min_dwell_s
+        self.link_timeout_s = link_timeout_s
+        self.current = initial
+        self.since = None
+
+    def eligible(self, name: str, pred: Prediction, blocked=frozenset()) -> bool:
+        mode = candidate_mode(name)[0]
+        return mode in self.allowed_modes and mode not in blocked and (pred.sustainable or name == "local")
+
+    def _switch(self, name: str, reason: str, now: float) -> Decision:
+        changed = name != self.current
+        if changed:
+            self.current, self.since = name, now
+        return Decision(name, reason, changed)
+
+    def update(self, predictions: dict[str, Prediction], since_last_reply_s: float, now: float,
+               blocked=frozenset()) -> Decision:
+        """`blocked`: modes the edge currently rejects (e.g. model mismatch), treated as forbidden."""
+        if self.since is None:
+            self.since = now
+        if self.pinned_mode:
+            pinned = next((n for n in predictions if candidate_mode(n)[0] == self.pinned_mode), "local")
+            return self._switch(pinned, f"pinned to {self.pinned_mode}", now)
+        if since_last_reply_s > self.link_timeout_s:
+            return self._switch("local", f"link down: no reply for {since_last_reply_s:.1f} s", now)
+        eligible = {n: p for n, p in predictions.items() if self.eligible(n, p, blocked)}
+        best = min(eligible, key=lambda n: eligible[n].latency_s)
+        current = predictions.get(self.current)
+        if current is None or self.current not in eligible:
+            why = ("blocked by the edge" if candidate_mode(self.current)[0] in blocked else
+                   "unsustainable" if current is not None and not current.sustainable else "not allowed")
+            return self._switch(best, f"{self.current} {why}", now)
+        if best != self.current:
+            faster = eligible[best].latency_s < (1.0 - self.hysteresis) * current.latency_s
+            dwelled = now - self.since >= self.min_dwell_s
+            if faster and dwelled:
+                return self._switch(best, f"{best} predicted {eligible[best].latency_s * 1e3:.0f} ms vs "
+                                          f"{current.latency_s * 1e3:.0f} ms", now)
+        return Decision(self.current, "keep", False)

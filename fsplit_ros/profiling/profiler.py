@@ -1,0 +1,128 @@
+"""Measure what the cost model needs, per candidate (local, image, bottleneck, split@l for every
+compressive bottleneck l):
+
+    onboard_ms       robot: head / learned encoder + payload encoding (after the shared preprocessing)
+    bytes, bytes_p95 payload size over the sample frames
+    offboard_ms[B]   edge: payload decoding + tail, per frame, when B frames are batched
+
+A profile is measured on the machine that runs each side: `side="robot"` fills onboard numbers,
+`side="edge"` offboard ones, and `merge_profiles` combines the two files.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
+
+FORMAT = "fsplit-profile/1"
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()   # warm-up (lazy allocations, first-call overheads)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def candidates(encoder: OnboardEncoder) -> list[tuple[str, str, int | None]]:
+    """(candidate name, mode, split index) for every configuration the policy can choose."""
+    out = [("local", "local", None), ("image", "image", 0)]
+    if encoder.entropy_codec is not None:
+        out.append(("bottleneck", "bottleneck", encoder.dep.bottleneck.config.injection_split))
+    out += [(f"split@{i}", "split", i) for i in encoder.dep.compressive_split_indices()]
+    return out
+
+
+@torch.no_grad()
+def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "both",
+                       batch_sizes=(1, 2, 4, 8), repeats: int = 5, threads: int | None = None,
+                       encoder_kwargs: dict | None = None) -> dict:
+    if side not in ("robot", "edge", "both"):
+        raise ValueError("side must be robot, edge or both")
+    if threads:
+        torch.set_num_threads(threads)
+    enc = OnboardEncoder(dep, **(encoder_kwargs or {}))
+    dec = EdgeDecoder(dep)
+    prepared = [enc.prepare(f) for f in frames]
+    first = prepared[0]
+    result = {"format": FORMAT, "backbone": dep.name, "model_hashes": dep.model_hashes(),
+              "input_size": dep.input_size, "tensor_codec": enc.tensor_codec.name,
+              "image_codec": f"{enc.image_codec.name}:{enc.image_codec.quality}",
+              "machine": {side_name: {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
+                                      "threads": torch.get_num_threads(), "torch": torch.__version__}
+                          for side_name in (["robot", "edge"] if side == "both" else [side])},
+              "preprocess_ms": _median_ms(lambda: enc.prepare(frames[0]), repeats),
+              "candidates": {}}
+    for name, mode, split in candidates(enc):
+        entry = {"mode": mode, "split_index": split}
+        if mode == "local":
+            entry.update(bytes=0, bytes_p95=0)
+            if side != "edge":
+                entry["onboard_ms"] = _median_ms(lambda: enc.predict_local(first), repeats)
+            entry["offboard_ms"] = {str(b): 0.0 for b in batch_sizes}
+        else:
+            payloads = [enc.encode(p, mode, split) for p in prepared]
+            sizes = [len(p) for p in payloads]
+            entry.update(bytes=float(np.mean(sizes)), bytes_p95=float(np.percentile(sizes, 95)))
+            if mode == "split":
+                point = dep.split_point(split)
+                entry.update(name=point.name, compression=point.compression, shape=list(point.shape))
+            if side != "edge":
+                entry["onboard_ms"] = _median_ms(lambda: enc.encode(first, mode, split), repeats)
+            if side != "robot":
+                entry["offboard_ms"] = {}
+                for b in batch_sizes:
+                    batch = [payloads[i % len(payloads)] for i in range(b)]
+                    ms = _median_ms(lambda: dec.run_tails([dec.decode(p) for p in batch]), repeats)
+                    entry["offboard_ms"][str(b)] = ms / b
+        result["candidates"][name] = entry
+    return result
+
+
+def merge_profiles(robot: dict, edge: dict) -> dict:
+    """Onboard numbers from the robot's profile, offboard ones from the edge's."""
+    if robot["model_hashes"] != edge["model_hashes"]:
+        raise ValueError("robot and edge profiles are for different models: profile the deployed "
+                         "weights on both sides")
+    merged = json.loads(json.dumps(robot))
+    merged["machine"] = {**robot["machine"], **edge["machine"]}
+    for name, entry in merged["candidates"].items():
+        entry["offboard_ms"] = edge["candidates"][name]["offboard_ms"]
+    return merged
+
+
+def save_profile(profile: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(profile, indent=2))
+
+
+def load_profile(path: str | Path) -> dict:
+    profile = json.loads(Path(path).read_text())
+    if profile.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an {FORMAT} file: create one with fsplit-profile")
+    for name, entry in profile["candidates"].items():
+        if "onboard_ms" not in entry or "offboard_ms" not in entry:
+            raise ValueError(f"{path}: candidate {name} lacks onboard or offboard times: profile both "
+                             f"sides (or merge a robot and an edge profile)")
+    return profile
+
+
+def cached_profile(dep: Deployment, frames: list[np.ndarray], cache_dir: str | Path) -> dict:
+    """Profile both sides on this machine once per model (keyed by its hashes), then reuse it."""
+    key = "-".join(h[:10] for _, h in sorted(dep.model_hashes().items()))
+    path = Path(cache_dir) / f"{dep.name}-{key}.json"
+    if path.is_file():
+        return load_profile(path)
+    profile = profile_deployment(dep, frames, side="both", repeats=3)
+    save_profile(profile, path)
+    return profile
