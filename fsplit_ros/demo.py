@@ -143,14 +143,16 @@ def main(argv=None) -> int:
         events, offset = [], 0
         # Wait for the first result before the clock starts (models load, the profile is cached).
         deadline = time.time() + 240
-        while time.time() < deadline and not any(e["topic"] == "classification" for e in events):
+        def ready():
+            return {"classification", "link_state"} <= {e["topic"] for e in events}
+        while time.time() < deadline and not ready():
             new, offset = read_events(events_path, offset)
             events += new
             if graph.dead():
                 raise RuntimeError(f"node(s) {graph.dead()} exited; see {out / 'logs'}")
             time.sleep(0.5)
-        if not any(e["topic"] == "classification" for e in events):
-            raise RuntimeError(f"no results after 240 s; see {out / 'logs'}")
+        if not ready():
+            raise RuntimeError(f"no results or link state after 240 s; see {out / 'logs'}")
         t0 = time.time()
         applied = None
         print(f"{'t':>5} {'link':>8} {'measured':>9} {'mode':>12} {'bytes/frame':>11} {'latency':>9} {'fps':>5}")

@@ -78,7 +78,9 @@ class EmulatedLink:
         """Token bucket (rate) at the root of each direction; netem (delay, loss) below it where the
         kernel has sch_netem (some container kernels do not: then delay and loss are not emulated)."""
         rate = max(self.rate_mbit, 0.01)
-        burst = max(int(rate * 1e6 / 8 / 100), 4096)    # ~10 ms of traffic, at least 4 KiB
+        # The smallest burst the kernel can keep the rate with (rate/HZ, HZ <= 250) plus margin:
+        # a larger bucket lets whole payloads through at wire speed and hides the rate.
+        burst = max(int(rate * 1e6 / 8 / 250 * 1.25), 4096)
         for ns, dev in ((self.robot_ns, self.robot_if), (self.edge_ns, self.edge_if)):
             # latency 1 s: a Wi-Fi-like buffer big enough to hold a large payload at a low rate.
             _run("ip", "netns", "exec", ns, "tc", "qdisc", verb, "dev", dev, "root", "handle", "1:",

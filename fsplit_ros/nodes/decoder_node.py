@@ -59,12 +59,13 @@ class RobotLink:
         self.queue: deque = deque(maxlen=queue_len)   # newest wins when the edge falls behind
         self.result_pub = node.create_publisher(Classification, f"{prefix}classification", 10)
         self.feedback_pub = node.create_publisher(FrameFeedback, f"{prefix}frame_feedback", 50)
-        self.echo_pub = node.create_publisher(LinkProbe, f"{prefix}link_probe_echo", 10)
+        probe_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
+        self.echo_pub = node.create_publisher(LinkProbe, f"{prefix}link_probe_echo", probe_qos)
         reliable_newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                      history=HistoryPolicy.KEEP_LAST)
         node.create_subscription(CompressedFeature, f"{prefix}compressed_feature",
                                  lambda msg: node.enqueue(self, msg), reliable_newest)
-        node.create_subscription(LinkProbe, f"{prefix}link_probe", self.echo, 10)
+        node.create_subscription(LinkProbe, f"{prefix}link_probe", self.echo, probe_qos)
 
     def echo(self, probe: LinkProbe):
         """Answer a probe at once; the padding only measures the uplink, so it is not sent back."""

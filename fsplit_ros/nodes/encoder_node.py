@@ -31,7 +31,7 @@ PARAMETERS = [
     Param("weights", "", "Local backbone checkpoint; empty = the backbone's offline default.", read_only=True),
     Param("bottleneck_checkpoint", "default", "FrankenSplit checkpoint; 'default' = the one shipped for "
           "the backbone, empty = none (bottleneck mode unavailable).", read_only=True),
-    Param("mode", "split", "Current mode.", choices=MODES),
+    Param("mode", "local", "Current mode (the link monitor overrides it when followed).", choices=MODES),
     Param("follow_link_monitor", True, "Take the mode (and split point) from the link monitor's link_state."),
     Param("split_index", 0, "Split point for split mode; 0 = first compressive bottleneck.", low=0, high=512),
     Param("tensor_codec", "uint8-channel+zlib", "Split-mode tensor codec.", choices=TENSOR_CODECS),

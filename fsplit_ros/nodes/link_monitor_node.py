@@ -16,6 +16,7 @@ from pathlib import Path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState
 from fsplit_ros.nodes.messages import time_to_float, wall_time_msg
@@ -34,15 +35,17 @@ PARAMETERS = [
     Param("camera_rate", 10.0, "Camera frames per second (sustainability check).", low=0.1, high=240.0),
     Param("hysteresis", 0.15, "Switch only when the new mode is predicted this much faster.", low=0.0, high=0.9),
     Param("min_dwell_s", 2.0, "Keep a mode at least this long.", low=0.0, high=60.0),
-    Param("link_timeout_s", 1.0, "No reply for this long = link down -> local.", low=0.05, high=60.0),
+    Param("link_timeout_s", 0.6, "No reply for this long = link down -> local.", low=0.05, high=60.0),
     Param("update_period_s", 0.1, "Decision period.", read_only=True, low=0.01, high=10.0),
-    Param("rate_window_s", 2.0, "Throughput estimate window.", read_only=True, low=0.1, high=60.0),
-    Param("probe_period_s", 0.25, "Probe period.", read_only=True, low=0.01, high=10.0),
+    Param("rate_window_s", 1.0, "Throughput estimate window.", read_only=True, low=0.1, high=60.0),
+    Param("probe_period_s", 0.2, "Probe period.", read_only=True, low=0.01, high=10.0),
     Param("emulated_slowdown", 1.0, "Onboard times of the profile are multiplied by this (the "
           "encoder's emulated_slowdown).", read_only=True, low=1.0, high=100.0),
     Param("probe_max_fraction", 0.05, "Probe bytes <= this fraction of the measured rate.", low=0.0, high=0.5),
 ]
 MAX_PROBE_PADDING = 64 * 1024
+# Probes are best effort: a probe lost in a cut must not be retransmitted and measured later.
+PROBE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 MISMATCH_BACKOFF_S = 10.0
 OFFLOAD_MODES = frozenset({"split", "bottleneck", "image"})
 
@@ -53,15 +56,15 @@ class LinkMonitorNode(Node):
         self.p = declare_parameters(self, PARAMETERS)
         profile = self._load_profile()
         self.cost = CostModel(profile, self.p["camera_rate"], onboard_scale=self.p["emulated_slowdown"])
-        self.estimator = LinkEstimator(window_s=self.p["rate_window_s"])
+        self.estimator = LinkEstimator(window_s=self.p["rate_window_s"], outage_s=self.p["link_timeout_s"])
         self.selector = ModeSelector(self.p["allowed_modes"], self.p["pinned_mode"], self.p["hysteresis"],
                                      self.p["min_dwell_s"], self.p["link_timeout_s"])
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.state_pub = self.create_publisher(LinkState, "link_state", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.probe_pub = self.create_publisher(LinkProbe, "link_probe", 10)
+        self.probe_pub = self.create_publisher(LinkProbe, "link_probe", PROBE_QOS)
         self.create_subscription(FrameFeedback, "frame_feedback", self.on_feedback, 50)
-        self.create_subscription(LinkProbe, "link_probe_echo", self.on_echo, 10)
+        self.create_subscription(LinkProbe, "link_probe_echo", self.on_echo, PROBE_QOS)
         self.probe_seq = 0
         self.padded: dict[int, int] = {}
         self.last_payload_feedback = 0.0
@@ -128,7 +131,9 @@ class LinkMonitorNode(Node):
     def on_echo(self, probe: LinkProbe):
         now = time.time()
         elapsed = now - time_to_float(probe.sent_stamp)
-        padding = self.padded.pop(probe.seq, 0)
+        if probe.seq not in self.padded or elapsed > self.p["link_timeout_s"]:
+            return   # unknown or stale
+        padding = self.padded.pop(probe.seq)
         if padding:
             self.estimator.add_transfer(padding, elapsed - self.estimator.rtt_s, now)
         else:

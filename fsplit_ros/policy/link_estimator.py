@@ -2,8 +2,12 @@
 
 Samples come from two sources, both timed on the robot's own clock:
   * probes: a tiny probe's echo time is the RTT; a padded probe's extra time is padding/rate;
-  * payload feedback: (feedback arrival - publish time) - edge residence - RTT = bytes/rate.
-Rate is the windowed ratio sum(bytes)/sum(transfer seconds), robust to single outliers.
+  * payload feedback: the payload finished arriving at the edge at
+    end = feedback arrival - edge residence - RTT/2, and could not start arriving before it was
+    published (+RTT/2) nor before the previous payload had arrived; end - start = bytes/rate.
+    Taking the previous payload's end out removes queueing, which is delay, not rate.
+Rate is the windowed ratio sum(bytes)/sum(transfer seconds). Samples older than the window, or
+that spent longer than `max_transfer_s` (stale: queued across a link cut), are dropped.
 """
 from __future__ import annotations
 
@@ -12,14 +16,27 @@ from collections import deque
 
 class LinkEstimator:
     def __init__(self, window_s: float = 2.0, initial_rate_bps: float = 1e6, initial_rtt_s: float = 0.05,
-                 min_transfer_s: float = 1e-4):
+                 min_transfer_s: float = 1e-4, max_transfer_s: float = 5.0, outage_s: float = 0.6):
         self.window_s = window_s
         self._transfers: deque = deque()   # (t, bytes, seconds)
         self._rtts: deque = deque()        # (t, rtt)
         self._rate = initial_rate_bps
         self._rtt = initial_rtt_s
         self.min_transfer_s = min_transfer_s
+        self.max_transfer_s = max_transfer_s
         self.last_reply: float | None = None
+        self._prev_end = float("-inf")
+        self.outage_s = outage_s
+        self._outage_end = float("-inf")
+
+    def _reply(self, now: float):
+        """A reply after a silence longer than `outage_s` ends an outage: what was measured before
+        it, and payloads published during it (queued, then retransmitted), say nothing about the
+        link now."""
+        if self.last_reply is not None and now - self.last_reply > self.outage_s:
+            self._transfers.clear()
+            self._outage_end = now
+        self.last_reply = now
 
     def _trim(self, now: float):
         for q in (self._transfers, self._rtts):
@@ -27,22 +44,28 @@ class LinkEstimator:
                 q.popleft()
 
     def add_rtt(self, rtt_s: float, now: float):
-        self.last_reply = now
+        self._reply(now)
         if rtt_s > 0:
             self._rtts.append((now, rtt_s))
             self._trim(now)
 
     def add_transfer(self, nbytes: int, seconds: float, now: float):
         """A message of nbytes spent `seconds` on the link (propagation and edge time removed)."""
-        self.last_reply = now
-        if nbytes > 0:
+        self._reply(now)
+        if nbytes > 0 and seconds <= self.max_transfer_s:
             self._transfers.append((now, nbytes, max(seconds, self.min_transfer_s)))
             self._trim(now)
 
     def add_feedback(self, nbytes: int, publish_t: float, arrival_t: float, edge_residence_s: float):
         """Payload feedback from the edge: derive the transfer time and record it."""
-        transfer = arrival_t - publish_t - edge_residence_s - self.rtt_s
-        self.add_transfer(nbytes, transfer, arrival_t)
+        if publish_t < self._outage_end:
+            self._reply(arrival_t)
+            return
+        half_rtt = self.rtt_s / 2
+        end = arrival_t - edge_residence_s - half_rtt
+        start = max(publish_t + half_rtt, self._prev_end)
+        self._prev_end = end
+        self.add_transfer(nbytes, end - start, arrival_t)
 
     @property
     def rtt_s(self) -> float:
