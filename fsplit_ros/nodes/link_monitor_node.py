@@ -44,6 +44,7 @@ PARAMETERS = [
     Param("probe_max_fraction", 0.05, "Probe bytes <= this fraction of the measured rate.", low=0.0, high=0.5),
 ]
 MAX_PROBE_PADDING = 64 * 1024
+MIN_PROBE_PADDING = 1024
 # Probes are best effort: a probe lost in a cut must not be retransmitted and measured later.
 PROBE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 MISMATCH_BACKOFF_S = 10.0
@@ -66,6 +67,7 @@ class LinkMonitorNode(Node):
         self.create_subscription(FrameFeedback, "frame_feedback", self.on_feedback, 50)
         self.create_subscription(LinkProbe, "link_probe_echo", self.on_echo, PROBE_QOS)
         self.probe_seq = 0
+        self.probe_padding = MIN_PROBE_PADDING
         self.padded: dict[int, int] = {}
         self.last_payload_feedback = 0.0
         self.rejections = 0
@@ -119,9 +121,13 @@ class LinkMonitorNode(Node):
         self.probe_seq += 1
         padding = 0
         # Pad every other probe, and only while little payload traffic measures the link for us.
+        # Padding grows by slow start (doubling per answered padded probe, back to the minimum on a
+        # loss) and never exceeds probe_max_fraction of the measured rate.
         if self.probe_seq % 2 == 0 and now - self.last_payload_feedback > 1.0:
+            if self.padded.get(self.probe_seq - 2):   # the previous padded probe was never answered
+                self.probe_padding = MIN_PROBE_PADDING
             budget = self.p["probe_max_fraction"] * self.estimator.rate_bps / 8.0 * (2 * self.p["probe_period_s"])
-            padding = int(min(budget, MAX_PROBE_PADDING))
+            padding = int(min(self.probe_padding, budget, MAX_PROBE_PADDING))
         self.padded[self.probe_seq] = padding
         if len(self.padded) > 256:
             self.padded.pop(next(iter(self.padded)))
@@ -136,6 +142,7 @@ class LinkMonitorNode(Node):
         padding = self.padded.pop(probe.seq)
         if padding:
             self.estimator.add_transfer(padding, elapsed - self.estimator.rtt_s, now)
+            self.probe_padding = min(2 * self.probe_padding, MAX_PROBE_PADDING)
         else:
             self.estimator.add_rtt(elapsed, now)
 

@@ -20,6 +20,7 @@ class LinkEstimator:
         self.window_s = window_s
         self._transfers: deque = deque()   # (t, bytes, seconds)
         self._rtts: deque = deque()        # (t, rtt)
+        self.initial_rate_bps = initial_rate_bps
         self._rate = initial_rate_bps
         self._rtt = initial_rtt_s
         self.min_transfer_s = min_transfer_s
@@ -35,6 +36,7 @@ class LinkEstimator:
         link now."""
         if self.last_reply is not None and now - self.last_reply > self.outage_s:
             self._transfers.clear()
+            self._rate = self.initial_rate_bps   # unknown again: start from the conservative prior
             self._outage_end = now
         self.last_reply = now
 
@@ -80,6 +82,9 @@ class LinkEstimator:
             total_s = sum(s for _, _, s in self._transfers)
             self._rate = 8.0 * total_bytes / total_s
         return self._rate
+
+    def sample_count(self) -> int:
+        return len(self._transfers)
 
     def since_last_reply(self, now: float) -> float:
         return float("inf") if self.last_reply is None else now - self.last_reply

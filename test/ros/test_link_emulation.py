@@ -1,0 +1,111 @@
+"""The adaptive policy on a real shaped link: robot side and edge side in two network namespaces
+joined by a tc-shaped veth. Rate steps 20 -> 0.5 -> 20 Mbit/s, then the link is cut and restored.
+After every step the link monitor must pick, within 1 s, the mode the cost model picks for the true
+link rate; results must keep arriving; a cut must mean `local` and a restore must end it."""
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable
+from fsplit_ros.policy import CostModel, candidate_mode
+from fsplit_ros.process_graph import ProcessGraph
+from fsplit_ros.profiling import cached_profile
+
+SLOWDOWN = 4.0          # emulate a robot CPU 4x slower than this machine
+CAMERA_FPS = 10.0
+HYSTERESIS = 0.15
+SWITCH_DEADLINE_S = 1.0
+PHASES = [(20.0, 8.0), (0.5, 8.0), (20.0, 8.0), (0.0, 5.0), (20.0, 8.0)]   # (Mbit/s, seconds); 0 = cut
+
+
+def acceptable_modes(cost: CostModel, rate_mbit: float, rtt_s: float = 0.002) -> set[str]:
+    """Modes the cost model picks at the true rate; a tie inside the hysteresis band allows both."""
+    if rate_mbit == 0:
+        return {"local"}
+    pred = cost.predict(rate_mbit * 1e6, rtt_s)
+    eligible = {n: p for n, p in pred.items() if p.sustainable or n == "local"}
+    best = min(p.latency_s for p in eligible.values())
+    return {candidate_mode(n)[0] for n, p in eligible.items() if p.latency_s * (1 - HYSTERESIS) <= best}
+
+
+def _events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
+@pytest.fixture
+def link():
+    try:
+        emulated = EmulatedLink(name=f"fst{os.getpid() % 10000}", rate_mbit=20.0).open()
+    except LinkEmulationUnavailable as exc:
+        pytest.skip(f"link emulation unavailable: {exc}")
+    yield emulated
+    emulated.close()
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
+    from fsplit_ros.cli.profile import sample_frames
+    from fsplit_ros.runtime import Deployment
+
+    dep = Deployment.load("efficientnet_lite0")
+    profile = cached_profile(dep, sample_frames(), Path.home() / ".cache" / "fsplit_ros" / "profiles")
+    profile_file = tmp_path / "profile.json"
+    profile_file.write_text(json.dumps(profile))
+    cost = CostModel(profile, CAMERA_FPS, onboard_scale=SLOWDOWN)
+
+    events_path = tmp_path / "events.jsonl"
+    graph = ProcessGraph(tmp_path / "logs", link, env={"ROS_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]})
+    common = {"backbone": "efficientnet_lite0", "num_threads": 1}
+    try:
+        graph.start("decoder", "decoder_node", "edge", params=common)
+        graph.start("link_monitor", "link_monitor_node", "robot",
+                    params={"profile_file": str(profile_file), "emulated_slowdown": SLOWDOWN,
+                            "camera_rate": CAMERA_FPS, "hysteresis": HYSTERESIS})
+        graph.start("encoder", "encoder_node", "robot", params={**common, "emulated_slowdown": SLOWDOWN},
+                    remaps={"image": "camera/image_raw"})
+        graph.start("recorder", "recorder_node", "robot", params={"events_path": str(events_path),
+                                                                  "record_images": False})
+        graph.start("camera", "video_source_node", "robot", params={"rate": CAMERA_FPS},
+                    remaps={"image": "camera/image_raw"})
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            topics = {e["topic"] for e in _events(events_path)}
+            if {"classification", "link_state", "frame_feedback"} <= topics:
+                break
+            assert not graph.dead(), {t: graph.log(t)[-2000:] for t in graph.dead()}
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"graph never produced results over the link: {sorted(topics)}\n"
+                        f"decoder: {graph.log('decoder')[-1500:]}\nencoder: {graph.log('encoder')[-1500:]}")
+
+        steps = []
+        for rate, duration in PHASES:
+            link.set_rate(rate)
+            steps.append((time.time(), rate, duration))
+            time.sleep(duration)
+    finally:
+        graph.close()
+
+    events = _events(events_path)
+    states = [e for e in events if e["topic"] == "link_state"]
+    results = [e for e in events if e["topic"] == "classification"]
+    report = []
+    for (t_step, rate, duration), (t_next, _, _) in zip(steps, steps[1:] + [(steps[-1][0] + steps[-1][2], 0, 0)]):
+        want = acceptable_modes(cost, rate)
+        in_phase = [s for s in states if t_step <= s["t"] < t_next]
+        hit = next((s for s in in_phase if s["mode"] in want), None)
+        delay = hit["t"] - t_step if hit else float("inf")
+        got_results = sum(1 for r in results if t_step <= r["t"] < t_next)
+        report.append((rate, sorted(want), round(delay, 2), got_results,
+                       sorted({s["mode"] for s in in_phase[-10:]})))
+    print("rate Mbit/s, acceptable modes, switch delay s, results in phase, modes at phase end")
+    for row in report:
+        print(row)
+    for rate, want, delay, got_results, final in report:
+        assert delay <= SWITCH_DEADLINE_S, f"at {rate} Mbit/s the monitor took {delay} s to pick {want}: {report}"
+        assert set(final) <= set(want), f"at {rate} Mbit/s the phase ended in {final}, expected {want}: {report}"
+        assert got_results >= 5, f"only {got_results} results during the {rate} Mbit/s phase: {report}"
