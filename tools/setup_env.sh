@@ -91,8 +91,12 @@ fi
 command -v colcon >/dev/null || die "colcon not found: on a ROS install, 'pip install colcon-common-extensions' (or apt python3-colcon-common-extensions)"
 mkdir -p "$WS/src"
 paths=("$ROOT")
-if python -c "import vision_msgs.msg" 2>/dev/null; then
-  say "vision_msgs: using the installed package"
+# Installed = importable from somewhere other than this workspace: with tools/env.sh sourced, the
+# copy this script built earlier is importable too, and must be rebuilt, not deleted from src/.
+vm_origin=$(python -c "import os, vision_msgs.msg; print(os.path.realpath(vision_msgs.__file__))" 2>/dev/null || true)
+ws_real=$(realpath -m "$WS")
+if [[ -n "$vm_origin" && "$vm_origin" != "$ws_real"/* ]]; then
+  say "vision_msgs: using the installed package ($vm_origin)"
   rm -rf "$WS/src/vision_msgs"
 else
   say "vision_msgs: not installed, building the interface copy from test/interfaces/vision_msgs"
