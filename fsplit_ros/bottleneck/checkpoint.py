@@ -50,11 +50,14 @@ def load_bottleneck(path: str | Path) -> tuple[FrankenSplitBottleneck, dict]:
         raise BottleneckCheckpointError(f"{path} is not a readable checkpoint: {exc}") from exc
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise BottleneckCheckpointError(f"{path} is not an {FORMAT} checkpoint")
-    model = FrankenSplitBottleneck(BottleneckConfig(**blob["config"]))
-    state = blob["state_dict"]
-    # The tables are buffers of data-dependent size: resize ours to the saved ones, then load.
-    update_registered_buffers(model.entropy_bottleneck, "entropy_bottleneck", _TABLES, state)
-    model.load_state_dict(state, strict=True)
+    try:
+        model = FrankenSplitBottleneck(BottleneckConfig(**blob["config"]))
+        state = blob["state_dict"]
+        # The tables are buffers of data-dependent size: resize ours to the saved ones, then load.
+        update_registered_buffers(model.entropy_bottleneck, "entropy_bottleneck", _TABLES, state)
+        model.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise BottleneckCheckpointError(f"{path} is corrupt or from an incompatible version: {exc}") from exc
     model.eval().requires_grad_(False)
     if not model.has_tables():
         raise BottleneckCheckpointError(f"{path} has no entropy tables")

@@ -86,9 +86,12 @@ class FrankenSplitBottleneck(nn.Module):
         return self.entropy_bottleneck.compress(z), tuple(z.shape[1:])
 
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], latent_shape: tuple[int, ...]) -> torch.Tensor:
+    def decompress(self, strings: list[bytes], latent_shape: tuple[int, ...],
+                   max_abs_latent: float | None = None) -> torch.Tensor:
         """Edge: bitstreams -> reconstructed shallow features h_tilde (N,C_h,h,w)."""
         if not self.has_tables():
             raise RuntimeError("entropy tables are missing: load a trained checkpoint")
         z_hat = self.entropy_bottleneck.decompress(strings, tuple(latent_shape[-2:]))
+        if max_abs_latent is not None and not bool(z_hat.abs().le(max_abs_latent).all()):
+            raise ValueError(f"decoded latent outside +-{max_abs_latent}: not a stream of this encoder")
         return self.g_s(z_hat)

@@ -1,8 +1,11 @@
 """Image-mode codec (full offload, split point 0): the model-input crop as JPEG, WebP or PNG."""
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
+import PIL.Image
 
 from fsplit_ros.codecs.base import Encoded
 from fsplit_ros.payload.errors import CorruptPayload, ShapeMismatch
@@ -34,6 +37,15 @@ class ImageCodec:
     def decode(self, body: memoryview, header: PayloadHeader) -> np.ndarray:
         if len(header.shape) != 3 or header.shape[2] != 3:
             raise ShapeMismatch(f"image payload must declare HxWx3, got {header.shape}")
+        # Read the size from the file header before decoding pixels: a small file may declare a
+        # huge image (decompression bomb).
+        try:
+            with PIL.Image.open(io.BytesIO(bytes(body))) as probe:
+                width, height = probe.size
+        except Exception as exc:   # Pillow raises many types for garbage
+            raise CorruptPayload(f"{self.name} body is not a readable image: {exc}") from exc
+        if (height, width) != tuple(header.shape[:2]):
+            raise ShapeMismatch(f"{self.name} file is {width}x{height}, header declares {header.shape}")
         bgr = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise CorruptPayload(f"{self.name} body does not decode")

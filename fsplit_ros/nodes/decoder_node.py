@@ -50,6 +50,11 @@ class MetadataMismatch(PayloadError):
     kind = "metadata"
 
 
+class InternalDecodeError(PayloadError):
+    """An unexpected failure while decoding one frame (a bug): reported, never fatal."""
+    kind = "internal"
+
+
 class RobotLink:
     """Publishers and the bounded frame queue of one robot namespace."""
 
@@ -147,6 +152,8 @@ class DecoderNode(Node):
                 decoded.append((robot, received, msg, self._decode_one(msg)))
             except PayloadError as exc:
                 failed.append((robot, received, msg, exc))
+            except Exception as exc:  # a bug must cost this frame only, never the batch
+                failed.append((robot, received, msg, InternalDecodeError(f"{type(exc).__name__}: {exc}")))
         outputs = self.decoder.run_tails([d[3] for d in decoded]) if decoded else []
         edge_time = time.perf_counter() - start
         finished = wall_time_msg()

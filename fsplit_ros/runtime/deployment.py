@@ -49,6 +49,9 @@ class Deployment:
         if cfg.backbone != self.backbone.name:
             raise ValueError(f"bottleneck {path} was trained for backbone '{cfg.backbone}', not "
                              f"'{self.backbone.name}': pass the checkpoint trained for this backbone")
+        if cfg.input_size != self.input_size:
+            raise ValueError(f"bottleneck {path} was trained for {cfg.input_size}x{cfg.input_size} input, "
+                             f"{self.backbone.name} takes {self.input_size}x{self.input_size}")
         want = self.split_point(cfg.injection_split).shape
         if (cfg.target_channels, cfg.input_size // cfg.target_stride) != (want[1], want[-1]):
             raise ValueError(f"bottleneck {path} reconstructs {cfg.target_channels} channels at stride "

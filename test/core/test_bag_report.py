@@ -1,0 +1,306 @@
+"""Bag evaluation (fsplit_ros.evaluation.bag_report), ROS-free: synthetic rosbag2 bags written with
+rosbags' Writer (MCAP and sqlite3) and the fsplit typestore, with known stamps, sizes, modes and
+losses; every reported number is checked against the scenario."""
+import json
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+from fsplit_ros.cli.eval_bag import main as eval_bag_main
+from fsplit_ros.evaluation.bag_report import BagReportError, evaluate_bag, image_owner, topic_namespace
+from fsplit_ros.evaluation.bag_types import fsplit_typestore
+
+MS = 1_000_000
+T0 = 1_700_000_000 * 1_000_000_000     # bag/robot clock origin, ns
+STORE = fsplit_typestore()
+T = STORE.types
+
+
+def _time(ns):
+    return T["builtin_interfaces/msg/Time"](sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def _header(ns, frame_id="camera"):
+    return T["std_msgs/msg/Header"](stamp=_time(ns), frame_id=frame_id)
+
+
+def image(stamp, pixel):
+    """A 2x2 mono8 frame whose pixels encode the class the fake local model 'sees'."""
+    return T["sensor_msgs/msg/Image"](header=_header(stamp), height=2, width=2, encoding="mono8",
+                                      is_bigendian=0, step=2, data=np.full(4, pixel, np.uint8))
+
+
+def feature(stamp, seq, mode, split, nbytes, model="efficientnet_lite0"):
+    return T["fsplit_ros/msg/CompressedFeature"](
+        header=_header(stamp), seq=seq, mode=mode, model_name=model, model_hash="ab" * 32, split_index=split,
+        shape=np.array([1, 40, 28, 28], np.uint32), dtype="uint8", codec="c", quality=0, image_width=2,
+        image_height=2, data=np.arange(nbytes, dtype=np.uint8), encode_time=0.005, publish_stamp=_time(stamp))
+
+
+def result(stamp, class_id):
+    hyp = T["vision_msgs/msg/ObjectHypothesis"]
+    # Deliberately not sorted by score: the top-1 is the highest score, not the first entry.
+    return T["vision_msgs/msg/Classification"](header=_header(stamp), results=[
+        hyp(class_id="7", score=0.2), hyp(class_id=class_id, score=0.7), hyp(class_id="8", score=0.1)])
+
+
+def feedback(stamp, seq, nbytes, ok, error=""):
+    return T["fsplit_ros/msg/FrameFeedback"](
+        header=_header(stamp), seq=seq, source="/robot1", bytes=nbytes, sent_stamp=_time(stamp),
+        received_stamp=_time(stamp), finished_stamp=_time(stamp), edge_time=0.004, batch_size=2, ok=ok,
+        error=error)
+
+
+def link_state(t, mode, split, rate, reason):
+    return T["fsplit_ros/msg/LinkState"](
+        header=_header(t, ""), rate_bps=rate, rtt=0.01, since_last_reply=0.1, mode=mode, split_index=split,
+        reason=reason, candidate_modes=["local"], predicted_latency=np.array([0.1]),
+        sustainable=np.array([True]))
+
+
+def fr(i):
+    """Camera stamp of frame i: every 100 ms."""
+    return T0 + i * 100 * MS
+
+
+# Robot 1 (/robot1): 12 camera frames. Bag receive times: frame +2 ms, payload +10, feedback +30,
+# result +latency. Frames 0-2 local (2 dropped onboard), 3-6 split@5 (4 right, 5 rejected by the edge,
+# 6 never acknowledged), 7-9 image (8 rejected, 9 decoded but its result lost), 10-11 local; plus a
+# result for a frame the recorder missed. The fake local model answers pixel value = i + 10; the
+# result of frame 4 disagrees.
+SPLIT = {3: (1, 1000), 4: (2, 1200), 5: (4, 1400), 6: (5, 1000)}          # frame: (seq, bytes); seq 3 unseen
+IMAGE = {7: (6, 20000), 8: (7, 22000), 9: (8, 21000)}
+FEEDBACK = {3: (True, ""), 4: (True, ""), 5: (False, "hash: model hash mismatch"), 7: (True, ""),
+            8: (False, "decode: truncated payload"), 9: (True, "")}
+LATENCY_MS = {0: 50, 1: 50, 3: 80, 4: 120, 7: 60, 10: 40, 11: 30}
+UNRECORDED = T0 + 1500 * MS                                               # result at +25 ms
+STATES = [(0, "local", 0, 1e6, "start"), (250, "local", 0, 3e6, "keep local"),
+          (300, "split", 5, 20e6, "link up"), (650, "image", 0, 50e6, "fast link"),
+          (950, "local", 0, 0.0, "link down"), (1200, "local", 0, 0.0, "keep local")]
+
+
+def write_scenario(path, storage):
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    msgs = []   # (topic, type, bag time, msg)
+    for i in range(12):
+        msgs.append(("/robot1/camera/image_raw", "sensor_msgs/msg/Image", fr(i) + 2 * MS, image(fr(i), i + 10)))
+    for i in range(3):   # a second camera under robot1 whose stamps match nothing
+        msgs.append(("/robot1/depth/image_raw", "sensor_msgs/msg/Image", fr(i) + 9 * MS, image(fr(i) + 7 * MS, 0)))
+    for table, mode, split in ((SPLIT, "split", 5), (IMAGE, "image", 0)):
+        for i, (seq, nbytes) in table.items():
+            msgs.append(("/robot1/compressed_feature", "fsplit_ros/msg/CompressedFeature", fr(i) + 10 * MS,
+                         feature(fr(i), seq, mode, split, nbytes)))
+    for i, (ok, error) in FEEDBACK.items():
+        seq, nbytes = {**SPLIT, **IMAGE}[i]
+        msgs.append(("/robot1/frame_feedback", "fsplit_ros/msg/FrameFeedback", fr(i) + 30 * MS,
+                     feedback(fr(i), seq, nbytes, ok, error)))
+    for i, lat in LATENCY_MS.items():
+        msgs.append(("/robot1/classification", "vision_msgs/msg/Classification", fr(i) + lat * MS,
+                     result(fr(i), "99" if i == 4 else str(i + 10))))
+    msgs.append(("/robot1/classification", "vision_msgs/msg/Classification", UNRECORDED + 25 * MS,
+                 result(UNRECORDED, "5")))
+    for t, mode, split, rate, reason in STATES:
+        msgs.append(("/robot1/link_state", "fsplit_ros/msg/LinkState", T0 + t * MS,
+                     link_state(T0 + t * MS, mode, split, rate, reason)))
+    # Robot 2 (/robot2): bottleneck only, results on a remapped topic name, no camera, no feedback.
+    for k in range(2):
+        stamp = T0 + (200 + 300 * k) * MS
+        msgs.append(("/robot2/compressed_feature", "fsplit_ros/msg/CompressedFeature", stamp + 5 * MS,
+                     feature(stamp, k + 1, "bottleneck", 6, 300 + 100 * k)))
+        msgs.append(("/robot2/results", "vision_msgs/msg/Classification", stamp + 70 * MS, result(stamp, "3")))
+    # Not evaluated: an unrelated topic, and a camera outside every robot namespace.
+    msgs.append(("/chatter", "std_msgs/msg/String", T0 + 5 * MS, T["std_msgs/msg/String"](data="hi")))
+    msgs.append(("/robot3/camera/image_raw", "sensor_msgs/msg/Image", T0 + 7 * MS, image(T0, 1)))
+
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        conns = {}
+        for topic, msgtype, t, msg in sorted(msgs, key=lambda m: m[2]):
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, msgtype, typestore=STORE)
+            writer.write(conns[topic], t, STORE.serialize_cdr(msg, msgtype))
+    return path
+
+
+def fake_local_model(msg):
+    return str(int(msg.data[0]))
+
+
+@pytest.fixture(scope="module", params=["mcap", "sqlite3"])
+def report(request, tmp_path_factory):
+    bag = write_scenario(tmp_path_factory.mktemp(request.param) / "bag", request.param)
+    return evaluate_bag(bag, bin_s=0.5, classify=fake_local_model)
+
+
+def test_topics_found_by_type_and_grouped_by_namespace(report):
+    assert report["storage"] in ("mcap", "sqlite3")
+    assert sorted(report["robots"]) == ["/robot1", "/robot2"]
+    assert report["robots"]["/robot1"]["topics"] == {
+        "classification": "/robot1/classification", "compressed_feature": "/robot1/compressed_feature",
+        "frame_feedback": "/robot1/frame_feedback", "image": "/robot1/camera/image_raw",
+        "link_state": "/robot1/link_state"}
+    assert report["robots"]["/robot2"]["topics"] == {"classification": "/robot2/results",
+                                                     "compressed_feature": "/robot2/compressed_feature"}
+    assert report["other_topics"] == {"/chatter": "std_msgs/msg/String",
+                                      "/robot1/depth/image_raw": "sensor_msgs/msg/Image",
+                                      "/robot3/camera/image_raw": "sensor_msgs/msg/Image"}
+    assert any("/robot1/depth/image_raw" in n for n in report["robots"]["/robot1"]["notes"])
+
+
+def test_bytes_per_frame_and_bitrate_by_mode(report):
+    r = report["robots"]["/robot1"]
+    pay = r["payloads"]
+    assert pay["count"] == 7 and pay["bytes_total"] == 4600 + 63000
+    assert pay["seq_gaps"] == 1 and pay["seq_restarts"] == 0
+    assert pay["models"] == ["efficientnet_lite0"]
+    split, img = pay["by_mode"]["split"], pay["by_mode"]["image"]
+    assert (split["frames"], split["bytes_mean"], split["bytes_median"], split["bytes_min"], split["bytes_max"],
+            split["bytes_total"], split["split_indices"]) == (4, 1150.0, 1100.0, 1000, 1400, 4600, {"5": 4})
+    assert (img["frames"], img["bytes_mean"], img["bytes_median"], img["bytes_min"], img["bytes_max"],
+            img["bytes_total"], img["split_indices"]) == (3, 21000.0, 21000.0, 20000, 22000, 63000, {"0": 3})
+    assert list(pay["by_mode_and_split"]) == ["split@5", "image@0"]
+    # Bag span of robot1: the first LinkState (T0) to the last result (1.525 s).
+    assert r["duration_s"] == 1.525
+    assert pay["mean_bitrate_bps"] == pytest.approx(67600 * 8 / 1.525, rel=1e-12)
+    # 0.5 s bins: split payloads at 0.31, 0.41 | 0.51, 0.61 s; image at 0.71, 0.81, 0.91 s.
+    br = r["series"]["bitrate"]
+    assert br["t_s"] == [0.0, 0.5, 1.0, 1.5]
+    assert br["bps_by_mode"] == {"split": [2200 * 16, 2400 * 16, 0, 0], "image": [0, 63000 * 16, 0, 0]}
+    assert split["bitrate_bps_while_active"] == 4600 * 8 / 1.0
+    assert img["bitrate_bps_while_active"] == 63000 * 8 / 0.5
+
+
+def test_latency_by_the_mode_each_frame_was_sent_in(report):
+    r = report["robots"]["/robot1"]
+    per = {x["stamp_ns"]: x for x in r["series"]["results"]}
+    assert len(per) == 8
+    for i, lat in LATENCY_MS.items():
+        want_mode = "split" if i in SPLIT else "image" if i in IMAGE else "local"
+        assert (per[fr(i)]["mode"], per[fr(i)]["latency_ms"]) == (want_mode, float(lat))
+    assert (per[UNRECORDED]["mode"], per[UNRECORDED]["latency_ms"]) == ("local", 25.0)
+    lat = r["latency_ms"]["by_mode"]
+    assert list(lat) == ["local", "split", "image"]
+    assert (lat["local"]["count"], lat["local"]["min"], lat["local"]["p50"], lat["local"]["max"],
+            lat["local"]["mean"]) == (5, 25.0, 40.0, 50.0, 39.0)
+    assert (lat["split"]["count"], lat["split"]["p50"], lat["split"]["max"]) == (2, 100.0, 120.0)
+    assert (lat["image"]["count"], lat["image"]["p50"]) == (1, 60.0)
+    assert lat["split"]["p90"] == pytest.approx(116.0) and lat["local"]["p95"] == pytest.approx(50.0)
+    assert r["latency_ms"]["all"]["count"] == 8 and r["latency_ms"]["all"]["p50"] == 50.0
+    # top-1 = highest score, not the first hypothesis
+    assert per[fr(0)]["class_id"] == "10"
+
+
+def test_frames_results_and_where_drops_happened(report):
+    d = report["robots"]["/robot1"]["delivery"]
+    assert d["camera_frames"] == 12 and d["camera_fps"] == pytest.approx(10.0)
+    assert d["results"] == 8 and d["duplicate_results"] == 0
+    assert d["delivered_fps"] == pytest.approx(7 / 1.475)          # results at 0.05 ... 1.525 s
+    assert d["frames_with_result"] == 7 and d["frames_without_result"] == 5
+    assert d["delivery_ratio"] == 7 / 12
+    assert d["lost"] == {"not_sent": 1, "no_feedback": 1, "rejected": 2, "result_lost": 1}
+    assert d["results_without_frame"] == 1
+    assert d["payloads_without_result"] == 4                         # frames 5, 6, 8, 9
+    fb = report["robots"]["/robot1"]["feedback"]
+    assert (fb["count"], fb["ok"], fb["rejected"]) == (6, 4, 2)
+    assert fb["rejected_by_kind"] == {"decode": 1, "hash": 1}
+    assert fb["payloads_without_feedback"] == 1 and fb["seq_gaps"] == 1 and fb["seq_restarts"] == 0
+    assert fb["edge_time_ms_mean"] == pytest.approx(4.0) and fb["batch_size_mean"] == 2.0
+
+
+def test_mode_timeline_with_measured_rate(report):
+    r = report["robots"]["/robot1"]
+    assert [(s["start_s"], s["end_s"], s["mode"], s["split_index"], s["reason"], s["states"], s["rate_bps_mean"])
+            for s in r["mode_timeline"]] == [
+        (0.0, 0.3, "local", 0, "start", 2, 2e6), (0.3, 0.65, "split", 5, "link up", 1, 20e6),
+        (0.65, 0.95, "image", 0, "fast link", 1, 50e6), (0.95, 1.2, "local", 0, "link down", 2, 0.0)]
+    assert r["mode_switches"] == 3
+    assert r["time_in_mode_s"] == pytest.approx({"local": 0.55, "split": 0.35, "image": 0.3})
+    assert r["series"]["link_state"]["rate_bps"] == [s[3] for s in STATES]
+
+
+def test_agreement_with_the_local_model_by_mode(report):
+    a = report["robots"]["/robot1"]["agreement"]
+    assert (a["evaluated"], a["agree"], a["rate"]) == (7, 6, 6 / 7)
+    assert a["by_mode"] == {"local": {"evaluated": 4, "agree": 4, "rate": 1.0},
+                            "split": {"evaluated": 2, "agree": 1, "rate": 0.5},
+                            "image": {"evaluated": 1, "agree": 1, "rate": 1.0}}
+    assert a["results_without_frame"] == 1 and a["unconvertible_frames"] == 0
+    assert report["robots"]["/robot2"]["agreement"] == {"skipped": "camera frames not recorded"}
+
+
+def test_clock_check(report):
+    c = report["robots"]["/robot1"]["clock"]
+    assert c["consistent"] and c["camera_to_recorder_ms"]["p50"] == 2.0
+    assert report["robots"]["/robot1"]["warnings"] == []
+
+
+def test_second_robot(report):
+    r = report["robots"]["/robot2"]
+    assert r["payloads"]["by_mode"]["bottleneck"]["bytes_mean"] == 350.0
+    assert r["payloads"]["by_mode"]["bottleneck"]["split_indices"] == {"6": 2}
+    assert r["latency_ms"]["by_mode"]["bottleneck"]["p50"] == 70.0
+    assert r["delivery"]["camera_frames"] is None and r["delivery"]["results"] == 2
+    assert r["mode_timeline"] == [] and r["feedback"]["count"] == 0
+    assert any("camera frames were not recorded" in n for n in r["notes"])
+
+
+def test_cli_writes_json_plots_and_table(tmp_path, capsys):
+    bag = write_scenario(tmp_path / "bag", "mcap")
+    out = tmp_path / "out"
+    assert eval_bag_main([str(bag), "--out", str(out), "--no-agreement", "--bin-s", "0.5"]) == 0
+    table = capsys.readouterr().out
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["robots"]["/robot1"]["payloads"]["by_mode"]["split"]["bytes_mean"] == 1150.0
+    assert saved["robots"]["/robot1"]["agreement"] == {"skipped": "disabled (--no-agreement)"}
+    for name in ("robot1_bitrate", "robot1_latency_cdf", "robot1_mode_timeline", "robot2_bitrate"):
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert "robot /robot1" in table and "robot /robot2" in table
+    assert "delivered 7/12 = 0.583" in table
+    assert "(not_sent 1, no_feedback 1, rejected 2, result_lost 1)" in table
+    assert "split@5" in table and "1150" in table and "1000..1400" in table
+    assert "link up" in table and "fast link" in table
+
+
+def test_bag_without_fsplit_topics_says_what_it_has(tmp_path, capsys):
+    with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conn = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=STORE)
+        writer.write(conn, T0, STORE.serialize_cdr(T["std_msgs/msg/String"](data="x"), "std_msgs/msg/String"))
+    with pytest.raises(BagReportError, match=r"no fsplit topics.*/chatter \(std_msgs/msg/String\)"):
+        evaluate_bag(tmp_path / "bag", agreement=False)
+    assert eval_bag_main([str(tmp_path / "bag"), "--out", str(tmp_path / "o")]) == 2
+    assert "no fsplit topics" in capsys.readouterr().err
+
+
+def test_not_a_bag(tmp_path):
+    with pytest.raises(BagReportError, match="no metadata.yaml"):
+        evaluate_bag(tmp_path, agreement=False)
+    with pytest.raises(BagReportError, match="does not exist"):
+        evaluate_bag(tmp_path / "missing", agreement=False)
+
+
+def test_clock_mismatch_is_flagged(tmp_path):
+    """A bag recorded on a machine whose clock is 5 s ahead of the camera's."""
+    offset = 5000 * MS
+    with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        cam = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=STORE)
+        res = writer.add_connection("/classification", "vision_msgs/msg/Classification", typestore=STORE)
+        for i in range(3):
+            writer.write(cam, fr(i) + offset, STORE.serialize_cdr(image(fr(i), 1), "sensor_msgs/msg/Image"))
+            writer.write(res, fr(i) + offset + 40 * MS,
+                         STORE.serialize_cdr(result(fr(i), "1"), "vision_msgs/msg/Classification"))
+    r = evaluate_bag(tmp_path / "bag", classify=fake_local_model)["robots"]["/"]
+    assert r["topics"]["image"] == "/camera/image_raw"          # root namespace owns /camera/...
+    assert not r["clock"]["consistent"] and r["clock"]["camera_to_recorder_ms"]["p50"] == 5000.0
+    assert any("differ" in w for w in r["warnings"])
+    assert r["latency_ms"]["all"]["p50"] == 5040.0
+    assert r["agreement"]["rate"] == 1.0 and r["latency_ms"]["by_mode"].keys() == {"local"}
+
+
+def test_namespace_helpers():
+    assert topic_namespace("/robot1/compressed_feature") == "/robot1"
+    assert topic_namespace("/compressed_feature") == "/"
+    assert topic_namespace("/a/b/link_state") == "/a/b"
+    assert image_owner("/robot1/camera/image_raw", ["/", "/robot1", "/robot10"]) == "/robot1"
+    assert image_owner("/robot10/camera/image_raw", ["/robot1"]) is None
+    assert image_owner("/camera/image_raw", ["/", "/robot1"]) == "/"

@@ -1,0 +1,87 @@
+"""Launch files and parameter files, checked as far as a machine without `launch` allows: they
+parse, every executable they start is installed, every parameter file they load exists and holds
+only parameters the node declares (with the same defaults), and every node's parameter is in its
+YAML. Where launch_ros is installed, the launch descriptions are also built for real."""
+import ast
+import importlib
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SHARE = Path(os.environ.get("FSPLIT_INSTALL", REPO / ".ws" / "install")) / "fsplit_ros" / "share" / "fsplit_ros"
+LIB = SHARE.parent.parent / "lib" / "fsplit_ros"
+NODE_MODULES = {
+    "encoder_node": ("fsplit_ros.nodes.encoder_node", "fsplit_encoder", "encoder.yaml"),
+    "decoder_node": ("fsplit_ros.nodes.decoder_node", "fsplit_decoder", "decoder.yaml"),
+    "link_monitor_node": ("fsplit_ros.nodes.link_monitor_node", "fsplit_link_monitor", "link_monitor.yaml"),
+    "video_source_node": ("fsplit_ros.nodes.video_source_node", "fsplit_video_source", "video_source.yaml"),
+}
+LAUNCH_FILES = ["robot.launch.py", "edge.launch.py", "demo.launch.py"]
+
+
+def _node_calls(path: Path) -> list[dict]:
+    """Keyword arguments (literals only) of every Node(...) call in a launch file."""
+    calls = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Node":
+            kw = {k.arg: k.value for k in node.keywords}
+            calls.append({k: ast.literal_eval(v) for k, v in kw.items() if isinstance(v, ast.Constant)}
+                         | {"_remap_sources": [ast.literal_eval(e.elts[0]) for e in getattr(kw.get("remappings"), "elts", [])
+                                               if isinstance(e, ast.Tuple) and isinstance(e.elts[0], ast.Constant)]})
+    return calls
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES)
+def test_launch_file_is_installed_and_names_real_executables(launch_file):
+    installed = SHARE / "launch" / launch_file
+    assert installed.is_file(), f"{launch_file} is not installed to share/fsplit_ros/launch"
+    for call in _node_calls(installed):
+        assert call["package"] == "fsplit_ros"
+        exe = LIB / call["executable"]
+        assert exe.is_file() and os.access(exe, os.X_OK), f"{launch_file}: {exe} not an installed executable"
+        module, node_name, _ = NODE_MODULES[call["executable"]]
+        assert call["name"] == node_name, f"{launch_file}: node name {call['name']} != {node_name}"
+        # The remapped topic really is a topic the node uses.
+        source = Path(importlib.import_module(module).__file__).read_text()
+        for topic in call["_remap_sources"]:
+            assert f'"{topic}"' in source, f"{launch_file} remaps '{topic}', which {module} never uses"
+
+
+@pytest.mark.parametrize("executable", sorted(NODE_MODULES))
+def test_parameter_file_matches_declared_parameters(executable):
+    module_name, node_name, yaml_name = NODE_MODULES[executable]
+    declared = {p.name: p.default for p in importlib.import_module(module_name).PARAMETERS}
+    for where in (REPO / "config" / yaml_name, SHARE / "config" / yaml_name):
+        params = yaml.safe_load(where.read_text())[node_name]["ros__parameters"]
+        assert set(params) == set(declared), (f"{where}: undeclared {set(params) - set(declared)}, "
+                                              f"missing {set(declared) - set(params)}")
+        for name, value in params.items():
+            assert value == declared[name], f"{where}: {name}={value!r}, the node's default is {declared[name]!r}"
+
+
+def test_launch_arguments_reach_declared_parameters():
+    """Launch-argument overrides name parameters the nodes declare."""
+    for launch_file in LAUNCH_FILES:
+        tree = ast.parse((REPO / "launch" / launch_file).read_text())
+        for call in [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"]:
+            kw = {k.arg: k.value for k in call.keywords}
+            exe = ast.literal_eval(kw["executable"])
+            declared = {p.name for p in importlib.import_module(NODE_MODULES[exe][0]).PARAMETERS}
+            for item in kw["parameters"].elts:
+                if isinstance(item, ast.Dict):
+                    for key in item.keys:
+                        assert ast.literal_eval(key) in declared, f"{launch_file}: {exe} has no parameter {key.value}"
+
+
+def test_launch_descriptions_build_with_launch_ros():
+    launch_ros = pytest.importorskip("launch_ros", reason="launch_ros is not installed here (not on PyPI); "
+                                                          "the static checks above cover the launch files")
+    from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: F401
+    for launch_file in LAUNCH_FILES:
+        spec = importlib.util.spec_from_file_location("lf", SHARE / "launch" / launch_file)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        assert mod.generate_launch_description().entities, launch_ros
