@@ -23,7 +23,7 @@ from fsplit_ros.msg import CompressedFeature, LinkState
 from fsplit_ros.nodes.messages import classification_msg, wall_time_msg
 from fsplit_ros.nodes.params import Param, check_choices, declare_parameters
 from fsplit_ros.codecs import TENSOR_CODECS, IMAGE_FORMATS
-from fsplit_ros.runtime import MODES, Deployment, OnboardEncoder
+from fsplit_ros.runtime import IMAGE_RESOLUTIONS, MODES, Deployment, OnboardEncoder
 
 PARAMETERS = [
     Param("backbone", "efficientnet_lite0", "Model name (fsplit name or timm name); must match the edge.",
@@ -36,6 +36,8 @@ PARAMETERS = [
     Param("split_index", 0, "Split point for split mode; 0 = first compressive bottleneck.", low=0, high=512),
     Param("tensor_codec", "uint8-channel+zlib", "Split-mode tensor codec.", choices=TENSOR_CODECS),
     Param("image_codec", "jpeg", "Image-mode codec.", choices=tuple(IMAGE_FORMATS)),
+    Param("image_resolution", "model", "Image mode sends the model-input crop ('model') or the whole "
+          "camera frame ('native', like image_transport's compressed JPEG).", choices=IMAGE_RESOLUTIONS),
     Param("image_quality", 95, "JPEG/WebP quality (PNG: zlib level 0-9).", low=0, high=100),
     Param("allow_image_mode", True, "False: pixels never leave the robot (image mode refused)."),
     Param("top_k", 5, "Classes per result in local mode.", low=1, high=1000),
@@ -43,8 +45,8 @@ PARAMETERS = [
     Param("emulated_slowdown", 1.0, "Emulate a weaker robot CPU: stretch onboard compute time by this "
           "factor (1 = real speed). Give the link monitor the same value.", low=1.0, high=100.0),
 ]
-RUNTIME_CHANGEABLE = {"emulated_slowdown", "mode", "follow_link_monitor", "split_index", "tensor_codec", "image_codec",
-                      "image_quality", "allow_image_mode", "top_k"}
+RUNTIME_CHANGEABLE = {"emulated_slowdown", "image_resolution", "mode", "follow_link_monitor", "split_index",
+                      "tensor_codec", "image_codec", "image_quality", "allow_image_mode", "top_k"}
 
 
 class EncoderNode(Node):
@@ -76,7 +78,7 @@ class EncoderNode(Node):
 
     def _build_encoder(self):
         self.encoder = OnboardEncoder(self.deployment, self.p["split_index"] or None, self.p["tensor_codec"],
-                                      self.p["image_codec"], self.p["image_quality"])
+                                      self.p["image_codec"], self.p["image_quality"], self.p["image_resolution"])
 
     def _allowed(self, mode: str) -> str:
         """The mode to run: falls back to local where `mode` is unavailable or forbidden."""

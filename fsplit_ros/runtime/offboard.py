@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from fsplit_ros.codecs import EntropyCodec, ImageCodec, TensorCodec
-from fsplit_ros.models.preprocess import normalize
+from fsplit_ros.models.preprocess import normalize, resize_center_crop
 from fsplit_ros.payload import Limits, PayloadHeader, ShapeMismatch, unpack_payload
 from fsplit_ros.runtime.deployment import Deployment
 
@@ -28,6 +28,7 @@ class EdgeDecoder:
         self._tails: dict[int, torch.nn.Module] = {}
         cfg = deployment.backbone.data_config
         self._mean, self._std = cfg["mean"], cfg["std"]
+        self._crop_pct = cfg.get("crop_pct", 0.875)
 
     def tail(self, index: int) -> torch.nn.Module:
         if index not in self._tails:
@@ -50,9 +51,13 @@ class EdgeDecoder:
                                     f"this bottleneck injects at {self.dep.bottleneck.config.injection_split}")
             return DecodedFrame(header, self.entropy_codec.decode(body, header), header.split_index)
         size = self.dep.input_size
-        if tuple(header.shape) != (size, size, 3):
-            raise ShapeMismatch(f"image payload is {header.shape}, the model takes {size}x{size}x3")
+        native = (header.image_height, header.image_width, 3)
+        if tuple(header.shape) not in ((size, size, 3), native):
+            raise ShapeMismatch(f"image payload is {header.shape}: neither the model input {size}x{size}x3 "
+                                f"nor the camera frame {native}")
         rgb = ImageCodec(header.codec).decode(body, header)   # decoding needs no quality
+        if tuple(header.shape) != (size, size, 3):   # a whole camera frame: crop as the robot would
+            rgb = resize_center_crop(rgb, size, self._crop_pct)
         return DecodedFrame(header, normalize(rgb, self._mean, self._std), 0)
 
     @torch.no_grad()

@@ -12,12 +12,14 @@ from fsplit_ros.payload import PayloadHeader, pack_payload
 from fsplit_ros.runtime.deployment import Deployment
 
 MODES = ("local", "split", "bottleneck", "image")
+IMAGE_RESOLUTIONS = ("model", "native")
 
 
 @dataclass
 class PreparedFrame:
-    crop: np.ndarray          # uint8 HxWx3 RGB at model resolution (what image mode sends)
+    crop: np.ndarray          # uint8 HxWx3 RGB at model resolution (image mode, resolution "model")
     tensor: torch.Tensor      # normalised (1,3,H,W)
+    rgb: np.ndarray           # the camera frame (image mode, resolution "native")
     width: int                # original camera image size
     height: int
 
@@ -25,7 +27,12 @@ class PreparedFrame:
 class OnboardEncoder:
     def __init__(self, deployment: Deployment, split_index: int | None = None,
                  tensor_codec: str = "uint8-channel+zlib", image_codec: str = "jpeg",
-                 image_quality: int = 95):
+                 image_quality: int = 95, image_resolution: str = "model"):
+        """image_resolution: "model" sends the model-input crop; "native" the whole camera frame,
+        which is what image_transport's compressed JPEG offload does today."""
+        if image_resolution not in IMAGE_RESOLUTIONS:
+            raise ValueError(f"image_resolution must be one of {IMAGE_RESOLUTIONS}")
+        self.image_resolution = image_resolution
         self.dep = deployment
         self.hashes = deployment.model_hashes()
         self.tensor_codec = TensorCodec(tensor_codec)
@@ -43,7 +50,7 @@ class OnboardEncoder:
 
     def prepare(self, rgb: np.ndarray) -> PreparedFrame:
         crop = resize_center_crop(rgb, self._size, self._crop_pct)
-        return PreparedFrame(crop=crop, tensor=normalize(crop, self._mean, self._std),
+        return PreparedFrame(crop=crop, tensor=normalize(crop, self._mean, self._std), rgb=rgb,
                              width=rgb.shape[1], height=rgb.shape[0])
 
     def head(self, index: int) -> torch.nn.Module:
@@ -73,7 +80,8 @@ class OnboardEncoder:
             codec, encoded = self.entropy_codec, self.entropy_codec.encode(frame.tensor)
         elif mode == "image":
             index = 0
-            codec, encoded = self.image_codec, self.image_codec.encode(frame.crop)
+            pixels = frame.crop if self.image_resolution == "model" else frame.rgb
+            codec, encoded = self.image_codec, self.image_codec.encode(pixels)
         else:
             raise ValueError(f"mode '{mode}' sends no payload; choose split, bottleneck or image")
         header = PayloadHeader(mode=mode, codec=codec.name, dtype=encoded.dtype,
