@@ -12,6 +12,7 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -53,8 +54,9 @@ def main() -> int:
              f"torch {torch.__version__}, {args.threads} thread(s); frames: the 20 foolbox ImageNet photos, "
              f"224x224; times are medians of {args.repeats} runs.\n"]
     results = {"command": command, "threads": args.threads, "backbones": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="fsplit_core_results_"))
     for name in ("efficientnet_lite0", "mobilenetv2"):
-        dep, bn_note = deployment_with_bottleneck(name, out.parent)
+        dep, bn_note = deployment_with_bottleneck(name, tmp)
         profile = profile_deployment(dep, frames, repeats=args.repeats, threads=args.threads, batch_sizes=(1, 8))
         enc_params = dep.bottleneck.encoder_parameter_count()
         results["backbones"][name] = {"bottleneck": bn_note, "encoder_parameters": enc_params,
