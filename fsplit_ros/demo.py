@@ -19,19 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable, parse_trace
-from fsplit_ros.process_graph import ProcessGraph
+from fsplit_ros.process_graph import EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 
 DEFAULT_TRACE = "0:20,20:1,40:0,46:20"
-
-
-def read_events(path: Path, offset: int) -> tuple[list[dict], int]:
-    if not path.exists():
-        return [], offset
-    with open(path) as f:
-        f.seek(offset)
-        data = f.read()
-    complete = data[:data.rfind("\n") + 1]
-    return [json.loads(line) for line in complete.splitlines() if line], offset + len(complete)
 
 
 def window_stats(events: list[dict], now: float, window: float = 2.0) -> dict:
@@ -125,34 +115,13 @@ def main(argv=None) -> int:
                 raise
             print(f"[demo] {exc}: running on loopback without link shaping")
     graph = ProcessGraph(out / "logs", link, env={"ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))})
-    events_path = out / "events.jsonl"
-    common = {"backbone": args.backbone, "num_threads": 1}
+    log = EventLog(out / "events.jsonl")
+    cfg = GraphConfig(backbone=args.backbone, camera_rate=args.rate, video=args.video, slowdown=args.slowdown,
+                      update_period_s=args.update_period, record_images=True)
     try:
-        graph.start("decoder", "decoder_node", "edge", params=common)
-        graph.start("link_monitor", "link_monitor_node", "robot",
-                    params={"backbone": args.backbone, "emulated_slowdown": args.slowdown,
-                            "camera_rate": args.rate, "update_period_s": args.update_period})
-        graph.start("encoder", "encoder_node", "robot", params={**common, "emulated_slowdown": args.slowdown},
-                    remaps={"image": "camera/image_raw"})
-        graph.start("recorder", "recorder_node", "robot",
-                    params={"bag_path": str(out / "bag"), "events_path": str(events_path)},
-                    remaps={"image": "camera/image_raw"})
-        graph.start("camera", "video_source_node", "robot", params={"source": args.video, "rate": args.rate},
-                    remaps={"image": "camera/image_raw"})
+        start_standard_graph(graph, cfg, log.path, bag_path=out / "bag")
         print(f"[demo] graph starting ({'netns + tc-shaped veth' if link else 'loopback'}); report -> {out}")
-        events, offset = [], 0
-        # Wait for the first result before the clock starts (models load, the profile is cached).
-        deadline = time.time() + 240
-        def ready():
-            return {"classification", "link_state"} <= {e["topic"] for e in events}
-        while time.time() < deadline and not ready():
-            new, offset = read_events(events_path, offset)
-            events += new
-            if graph.dead():
-                raise RuntimeError(f"node(s) {graph.dead()} exited; see {out / 'logs'}")
-            time.sleep(0.5)
-        if not ready():
-            raise RuntimeError(f"no results or link state after 240 s; see {out / 'logs'}")
+        wait_until_ready(graph, log)
         t0 = time.time()
         applied = None
         print(f"{'t':>5} {'link':>8} {'measured':>9} {'mode':>12} {'bytes/frame':>11} {'latency':>9} {'fps':>5}")
@@ -162,9 +131,8 @@ def main(argv=None) -> int:
             if link and rate != applied:
                 link.set_rate(rate)
                 applied = rate
-            new, offset = read_events(events_path, offset)
-            events += new
-            s = window_stats(events, now)
+            log.poll()
+            s = window_stats(log.events, now)
             shown = ("cut" if rate == 0 else f"{rate:g}M") if link else "lo"
             print(f"{now - t0:5.0f} {shown:>8} {s['measured_mbps']:8.2f}M {s['mode']:>12} "
                   f"{s['bytes_per_frame']:11.0f} {s['latency_ms']:7.0f}ms {s['fps']:5.1f}", flush=True)
@@ -173,9 +141,8 @@ def main(argv=None) -> int:
         graph.close()
         if link:
             link.close()
-    new, offset = read_events(events_path, offset)
-    events += new
-    events = [e for e in events if e["t"] >= t0]
+    log.poll()
+    events = [e for e in log.events if e["t"] >= t0]
     summary = write_report(out, events, trace, t0, link is not None, args)
     print(json.dumps({k: summary[k] for k in ("link", "delivered_fps", "latency_ms", "bytes_per_frame_by_mode",
                                               "time_in_mode_s")}, indent=1))

@@ -3,9 +3,12 @@ optionally split across an emulated robot-to-edge link (two network namespaces).
 the benchmarks and the link-emulation tests where `ros2 launch` is not installed."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsplit_ros.linkemu import EmulatedLink
@@ -86,3 +89,81 @@ class ProcessGraph:
             self.stop(tag)
         for log in self._logs:
             log.close()
+
+
+@dataclass
+class GraphConfig:
+    """The standard fsplit graph: camera, encoder, link monitor, recorder (robot); decoder (edge)."""
+    backbone: str = "efficientnet_lite0"
+    camera_rate: float = 10.0
+    video: str = ""                        # '' = bundled demo video
+    slowdown: float = 4.0                  # emulated robot CPU slowdown (encoder and monitor)
+    pinned_mode: str = ""                  # '' = adaptive
+    allowed_modes: tuple = ("local", "split", "bottleneck", "image")
+    profile_file: str = ""                 # '' = profile at start-up (cached)
+    image_resolution: str = "model"
+    image_quality: int = 95
+    update_period_s: float = 0.1
+    record_images: bool = False
+    extra_encoder: dict = field(default_factory=dict)
+
+
+def start_standard_graph(graph: ProcessGraph, cfg: GraphConfig, events_path: Path, bag_path: Path | None = None):
+    common = {"backbone": cfg.backbone, "num_threads": 1}
+    graph.start("decoder", "decoder_node", "edge", params=common)
+    graph.start("link_monitor", "link_monitor_node", "robot",
+                params={"backbone": cfg.backbone, "emulated_slowdown": cfg.slowdown, "camera_rate": cfg.camera_rate,
+                        "update_period_s": cfg.update_period_s, "pinned_mode": cfg.pinned_mode,
+                        "allowed_modes": list(cfg.allowed_modes), "profile_file": cfg.profile_file})
+    graph.start("encoder", "encoder_node", "robot",
+                params={**common, "emulated_slowdown": cfg.slowdown, "image_resolution": cfg.image_resolution,
+                        "image_quality": cfg.image_quality, **cfg.extra_encoder},
+                remaps={"image": "camera/image_raw"})
+    recorder = {"events_path": str(events_path), "record_images": cfg.record_images}
+    if bag_path is not None:
+        recorder["bag_path"] = str(bag_path)
+    graph.start("recorder", "recorder_node", "robot", params=recorder, remaps={"image": "camera/image_raw"})
+    graph.start("camera", "video_source_node", "robot", params={"source": cfg.video, "rate": cfg.camera_rate},
+                remaps={"image": "camera/image_raw"})
+
+
+def wait_until_ready(graph: ProcessGraph, events: "EventLog", topics=("classification", "link_state"),
+                     timeout: float = 240.0):
+    """Block until every topic in `topics` was recorded (models loaded, profile cached)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        events.poll()
+        if set(topics) <= events.topics():
+            return
+        if graph.dead():
+            raise RuntimeError(f"node(s) {graph.dead()} exited; see {graph.log_dir}:\n"
+                               + "\n".join(graph.log(t)[-1500:] for t in graph.dead()))
+        time.sleep(0.5)
+    raise RuntimeError(f"graph not ready after {timeout:.0f} s (have {sorted(events.topics())}); see {graph.log_dir}")
+
+
+class EventLog:
+    """The recorder's JSON-lines event stream, read incrementally."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.events: list[dict] = []
+        self._offset = 0
+
+    def poll(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path) as f:
+            f.seek(self._offset)
+            data = f.read()
+        complete = data[:data.rfind("\n") + 1]
+        self._offset += len(complete)
+        new = [json.loads(line) for line in complete.splitlines() if line]
+        self.events += new
+        return new
+
+    def topics(self) -> set[str]:
+        return {e["topic"] for e in self.events}
+
+    def of(self, topic: str, since: float = float("-inf"), until: float = float("inf")) -> list[dict]:
+        return [e for e in self.events if e["topic"] == topic and since <= e["t"] < until]

@@ -11,7 +11,7 @@ import pytest
 
 from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable
 from fsplit_ros.policy import CostModel, candidate_mode
-from fsplit_ros.process_graph import ProcessGraph
+from fsplit_ros.process_graph import EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 from fsplit_ros.profiling import cached_profile
 
 SLOWDOWN = 4.0          # emulate a robot CPU 4x slower than this machine
@@ -29,10 +29,6 @@ def acceptable_modes(cost: CostModel, rate_mbit: float, rtt_s: float = 0.002) ->
     eligible = {n: p for n, p in pred.items() if p.sustainable or n == "local"}
     best = min(p.latency_s for p in eligible.values())
     return {candidate_mode(n)[0] for n, p in eligible.items() if p.latency_s * (1 - HYSTERESIS) <= best}
-
-
-def _events(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
 
 
 @pytest.fixture
@@ -57,31 +53,12 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
     profile_file.write_text(json.dumps(profile))
     cost = CostModel(profile, CAMERA_FPS, onboard_scale=SLOWDOWN)
 
-    events_path = tmp_path / "events.jsonl"
+    log = EventLog(tmp_path / "events.jsonl")
     graph = ProcessGraph(tmp_path / "logs", link, env={"ROS_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]})
-    common = {"backbone": "efficientnet_lite0", "num_threads": 1}
+    cfg = GraphConfig(slowdown=SLOWDOWN, camera_rate=CAMERA_FPS, profile_file=str(profile_file))
     try:
-        graph.start("decoder", "decoder_node", "edge", params=common)
-        graph.start("link_monitor", "link_monitor_node", "robot",
-                    params={"profile_file": str(profile_file), "emulated_slowdown": SLOWDOWN,
-                            "camera_rate": CAMERA_FPS, "hysteresis": HYSTERESIS})
-        graph.start("encoder", "encoder_node", "robot", params={**common, "emulated_slowdown": SLOWDOWN},
-                    remaps={"image": "camera/image_raw"})
-        graph.start("recorder", "recorder_node", "robot", params={"events_path": str(events_path),
-                                                                  "record_images": False})
-        graph.start("camera", "video_source_node", "robot", params={"rate": CAMERA_FPS},
-                    remaps={"image": "camera/image_raw"})
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            topics = {e["topic"] for e in _events(events_path)}
-            if {"classification", "link_state", "frame_feedback"} <= topics:
-                break
-            assert not graph.dead(), {t: graph.log(t)[-2000:] for t in graph.dead()}
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"graph never produced results over the link: {sorted(topics)}\n"
-                        f"decoder: {graph.log('decoder')[-1500:]}\nencoder: {graph.log('encoder')[-1500:]}")
-
+        start_standard_graph(graph, cfg, log.path)
+        wait_until_ready(graph, log, topics=("classification", "link_state", "frame_feedback"), timeout=180)
         steps = []
         for rate, duration in PHASES:
             link.set_rate(rate)
@@ -90,9 +67,8 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
     finally:
         graph.close()
 
-    events = _events(events_path)
-    states = [e for e in events if e["topic"] == "link_state"]
-    results = [e for e in events if e["topic"] == "classification"]
+    log.poll()
+    states, results = log.of("link_state"), log.of("classification")
     report = []
     for (t_step, rate, duration), (t_next, _, _) in zip(steps, steps[1:] + [(steps[-1][0] + steps[-1][2], 0, 0)]):
         want = acceptable_modes(cost, rate)
