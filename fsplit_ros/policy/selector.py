@@ -35,7 +35,7 @@ class ModeSelector:
         self.min_dwell_s = min_dwell_s
         self.link_timeout_s = link_timeout_s
         self.current = initial
-        self.since = None
+        self.since = float("-inf")   # the start-up mode is a placeholder: no dwell before the first choice
 
     def eligible(self, name: str, pred: Prediction, blocked=frozenset()) -> bool:
         mode = candidate_mode(name)[0]
@@ -50,10 +50,12 @@ class ModeSelector:
     def update(self, predictions: dict[str, Prediction], since_last_reply_s: float, now: float,
                blocked=frozenset()) -> Decision:
         """`blocked`: modes the edge currently rejects (e.g. model mismatch), treated as forbidden."""
-        if self.since is None:
-            self.since = now
         if self.pinned_mode:
-            pinned = next((n for n in predictions if candidate_mode(n)[0] == self.pinned_mode), "local")
+            # Pinning a mode fixes what is sent, not the split point: the cost model still picks it.
+            options = [n for n in predictions if candidate_mode(n)[0] == self.pinned_mode] or ["local"]
+            pinned = min(options, key=lambda n: predictions[n].latency_s if n in predictions else 0.0)
+            if self.current in options and pinned != self.current and now - self.since < self.min_dwell_s:
+                pinned = self.current
             return self._switch(pinned, f"pinned to {self.pinned_mode}", now)
         if since_last_reply_s > self.link_timeout_s:
             return self._switch("local", f"link down: no reply for {since_last_reply_s:.1f} s", now)

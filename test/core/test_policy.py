@@ -1,0 +1,65 @@
+"""The link policy without ROS: estimator, cost model and selector on synthetic measurements."""
+import pytest
+
+from fsplit_ros.policy import CostModel, LinkEstimator, ModeSelector
+
+PROFILE = {"candidates": {
+    "local": {"mode": "local", "split_index": None, "bytes": 0, "onboard_ms": 100.0, "offboard_ms": {"1": 0.0}},
+    "image": {"mode": "image", "split_index": 0, "bytes": 25000, "onboard_ms": 1.0, "offboard_ms": {"1": 30.0}},
+    "bottleneck": {"mode": "bottleneck", "split_index": 6, "bytes": 3000, "onboard_ms": 10.0,
+                   "offboard_ms": {"1": 25.0, "8": 10.0}},
+    "split@13": {"mode": "split", "split_index": 13, "bytes": 10000, "onboard_ms": 40.0, "offboard_ms": {"1": 7.0}},
+    "split@19": {"mode": "split", "split_index": 19, "bytes": 1000, "onboard_ms": 90.0, "offboard_ms": {"1": 0.5}},
+}}
+
+
+def test_cost_model_formula_and_sustainability():
+    cost = CostModel(PROFILE, camera_rate=10)
+    p = cost.predict(rate_bps=1e6, rtt_s=0.02)
+    assert p["image"].latency_s == pytest.approx(0.001 + 25000 * 8 / 1e6 + 0.01 + 0.030)
+    assert not p["image"].sustainable             # 25 kB x 10 fps = 2 Mbit/s > 1 Mbit/s
+    assert p["bottleneck"].sustainable and p["local"].latency_s == pytest.approx(0.1)
+    assert cost.predict(1e6, 0.02, batch=8)["bottleneck"].latency_s < p["bottleneck"].latency_s
+    slow = CostModel(PROFILE, camera_rate=10, onboard_scale=4).predict(1e6, 0.02)
+    assert slow["local"].latency_s == pytest.approx(0.4) and not slow["local"].sustainable
+
+
+def test_selector_follows_rate_with_hysteresis_and_dwell():
+    cost, sel = CostModel(PROFILE, 10), ModeSelector(["local", "split", "bottleneck", "image"], min_dwell_s=2.0)
+    assert sel.update(cost.predict(50e6, 0.002), 0.0, now=0.0).candidate == "image"
+    # image becomes unsustainable at 1 Mbit/s: leave at once, despite the dwell time
+    d = sel.update(cost.predict(1e6, 0.002), 0.0, now=0.5)
+    assert d.changed and d.candidate == "bottleneck" and "unsustainable" in d.reason
+    # back to a fast link: image is better, but only after the dwell time
+    assert sel.update(cost.predict(50e6, 0.002), 0.0, now=1.0).candidate == "bottleneck"
+    assert sel.update(cost.predict(50e6, 0.002), 0.0, now=2.6).candidate == "image"
+
+
+def test_selector_link_down_pinned_forbidden_and_blocked():
+    cost = CostModel(PROFILE, 10)
+    sel = ModeSelector(["local", "split", "bottleneck"], link_timeout_s=0.6)
+    assert sel.update(cost.predict(50e6, 0.002), 0.0, now=0.0).candidate == "bottleneck"  # image forbidden
+    d = sel.update(cost.predict(50e6, 0.002), 0.7, now=0.1)
+    assert d.candidate == "local" and "link down" in d.reason
+    assert sel.update(cost.predict(50e6, 0.002), 0.0, now=5, blocked={"split", "bottleneck"}).candidate == "local"
+    pinned = ModeSelector(["local", "split"], pinned_mode="split")
+    assert pinned.update(cost.predict(0.5e6, 0.002), 0.0, now=0.0).candidate == "split@19"
+    assert pinned.update(cost.predict(100e6, 0.002), 0.0, now=3.0).candidate == "split@13"
+
+
+def test_estimator_rate_rtt_queueing_and_outage():
+    est = LinkEstimator(window_s=2.0, outage_s=0.6)
+    est.add_rtt(0.010, now=0.0)
+    est.add_rtt(0.004, now=0.1)
+    assert est.rtt_s == pytest.approx(0.004)
+    # three 10 kB payloads published together on a 1 Mbit/s link: each arrives 80 ms after the
+    # previous; queueing behind the earlier ones must not count as transfer time.
+    for i in range(3):
+        arrival = 0.2 + 0.002 + 0.08 * (i + 1) + 0.005 + 0.002
+        est.add_feedback(10_000, publish_t=0.2, arrival_t=arrival, edge_residence_s=0.005)
+    assert est.rate_bps == pytest.approx(1e6, rel=0.05)
+    # silence longer than the outage: the next reply resets to the conservative prior
+    est.add_rtt(0.004, now=5.0)
+    assert est.rate_bps == pytest.approx(est.initial_rate_bps)
+    est.add_feedback(10_000, publish_t=4.0, arrival_t=5.1, edge_residence_s=0.0)   # queued across the cut
+    assert est.sample_count() == 0
