@@ -7,7 +7,7 @@ PROFILE = {"candidates": {
     "local": {"mode": "local", "split_index": None, "bytes": 0, "onboard_ms": 100.0, "offboard_ms": {"1": 0.0}},
     "image": {"mode": "image", "split_index": 0, "bytes": 25000, "onboard_ms": 1.0, "offboard_ms": {"1": 30.0}},
     "bottleneck": {"mode": "bottleneck", "split_index": 6, "bytes": 3000, "onboard_ms": 10.0,
-                   "offboard_ms": {"1": 25.0, "8": 10.0}},
+                   "offboard_ms": {"1": 60.0, "8": 10.0}},
     "split@13": {"mode": "split", "split_index": 13, "bytes": 10000, "onboard_ms": 40.0, "offboard_ms": {"1": 7.0}},
     "split@19": {"mode": "split", "split_index": 19, "bytes": 1000, "onboard_ms": 90.0, "offboard_ms": {"1": 0.5}},
 }}
@@ -33,12 +33,16 @@ def test_selector_follows_rate_with_hysteresis_and_dwell():
     # back to a fast link: image is better, but only after the dwell time
     assert sel.update(cost.predict(50e6, 0.002), 0.0, now=1.0).candidate == "bottleneck"
     assert sel.update(cost.predict(50e6, 0.002), 0.0, now=2.6).candidate == "image"
+    # a candidate only marginally faster (inside the hysteresis band) does not cause a switch
+    near = CostModel({"candidates": {**PROFILE["candidates"], "bottleneck": {
+        **PROFILE["candidates"]["bottleneck"], "offboard_ms": {"1": 28.0}}}}, 10)
+    assert sel.update(near.predict(50e6, 0.002), 0.0, now=10.0).candidate == "image"
 
 
 def test_selector_link_down_pinned_forbidden_and_blocked():
     cost = CostModel(PROFILE, 10)
     sel = ModeSelector(["local", "split", "bottleneck"], link_timeout_s=0.6)
-    assert sel.update(cost.predict(50e6, 0.002), 0.0, now=0.0).candidate == "bottleneck"  # image forbidden
+    assert sel.update(cost.predict(50e6, 0.002), 0.0, now=0.0).candidate == "split@13"  # image forbidden
     d = sel.update(cost.predict(50e6, 0.002), 0.7, now=0.1)
     assert d.candidate == "local" and "link down" in d.reason
     assert sel.update(cost.predict(50e6, 0.002), 0.0, now=5, blocked={"split", "bottleneck"}).candidate == "local"
