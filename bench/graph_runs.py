@@ -1,0 +1,67 @@
+"""Run the real node graph (separate processes, real DDS, tc-shaped link in network namespaces)
+for one configuration over a rate trace, and summarise what the robot saw."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from fsplit_ros.linkemu import EmulatedLink
+from fsplit_ros.process_graph import EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
+
+
+def run_trace(cfg: GraphConfig, trace: list[tuple[float, float]], duration: float, tag: str) -> dict:
+    """trace: [(t, Mbit/s)] steps (0 = cut). Returns per-result latencies with their time and mode."""
+    work = Path(tempfile.mkdtemp(prefix=f"fsplit_bench_{tag}_"))
+    link = EmulatedLink(name=f"fb{os.getpid() % 10000}", rate_mbit=trace[0][1] or 0.01).open()
+    graph = ProcessGraph(work / "logs", link, env={"ROS_DOMAIN_ID": str(40 + os.getpid() % 50)})
+    log = EventLog(work / "events.jsonl")
+    try:
+        start_standard_graph(graph, cfg, log.path)
+        wait_until_ready(graph, log)
+        t0, applied = time.time(), None
+        while time.time() - t0 < duration:
+            rate = [r for t, r in trace if t <= time.time() - t0][-1]
+            if rate != applied:
+                link.set_rate(rate)
+                applied = rate
+            time.sleep(0.05)
+        log.poll()
+    finally:
+        graph.close()
+        link.close()
+    sent = log.of("compressed_feature", since=t0)
+    mode_of = {e["stamp"]: e["mode"] for e in sent}
+    results = [{"t": e["t"] - t0, "latency_ms": (e["t"] - e["stamp"]) * 1e3, "mode": mode_of.get(e["stamp"], "local")}
+               for e in log.of("classification", since=t0)]
+    states = [{"t": e["t"] - t0, "mode": e["mode"], "rate_bps": e["rate_bps"]} for e in log.of("link_state", since=t0)]
+    frames = len(log.of("image", since=t0)) if cfg.record_images else None
+    return {"tag": tag, "results": results, "states": states, "duration": duration,
+            "bytes": [e["bytes"] for e in sent], "frames": frames, "logs": str(work)}
+
+
+def summary(run: dict, since: float = 0.0, until: float = float("inf")) -> dict:
+    lat = np.array([r["latency_ms"] for r in run["results"] if since <= r["t"] < until])
+    span = min(until, run["duration"]) - since
+    return {"p50_ms": float(np.median(lat)) if lat.size else float("nan"),
+            "mean_ms": float(lat.mean()) if lat.size else float("nan"),
+            "p95_ms": float(np.percentile(lat, 95)) if lat.size else float("nan"),
+            "fps": lat.size / span if span > 0 else float("nan")}
+
+
+STATIC = {
+    "local": dict(pinned_mode="local"),
+    "split": dict(pinned_mode="split"),
+    "bottleneck": dict(pinned_mode="bottleneck"),
+    "image (224 crop, JPEG q95)": dict(pinned_mode="image"),
+    "JPEG q95 offload (whole frame)": dict(pinned_mode="image", image_resolution="native"),
+    "adaptive": dict(),
+}
+
+
+def config(base: GraphConfig, name: str) -> GraphConfig:
+    return replace(base, **STATIC[name])
