@@ -203,7 +203,8 @@ def test_frames_results_and_where_drops_happened(report):
     fb = report["robots"]["/robot1"]["feedback"]
     assert (fb["count"], fb["ok"], fb["rejected"]) == (6, 4, 2)
     assert fb["rejected_by_kind"] == {"decode": 1, "hash": 1}
-    assert fb["payloads_without_feedback"] == 1 and fb["seq_gaps"] == 1 and fb["seq_restarts"] == 0
+    # The edge saw seqs 1 2 4 6 7 8: seq 3 (never recorded either) and seq 5 (frame 6) missing.
+    assert fb["payloads_without_feedback"] == 1 and fb["seq_gaps"] == 2 and fb["seq_restarts"] == 0
     assert fb["edge_time_ms_mean"] == pytest.approx(4.0) and fb["batch_size_mean"] == 2.0
 
 
@@ -241,7 +242,9 @@ def test_second_robot(report):
     assert r["latency_ms"]["by_mode"]["bottleneck"]["p50"] == 70.0
     assert r["delivery"]["camera_frames"] is None and r["delivery"]["results"] == 2
     assert r["mode_timeline"] == [] and r["feedback"]["count"] == 0
+    assert r["feedback"]["payloads_without_feedback"] is None    # no FrameFeedback topic: unknown, not 2
     assert any("camera frames were not recorded" in n for n in r["notes"])
+    assert any("no FrameFeedback recorded" in n for n in r["notes"])
 
 
 def test_cli_writes_json_plots_and_table(tmp_path, capsys):
@@ -295,6 +298,50 @@ def test_clock_mismatch_is_flagged(tmp_path):
     assert any("differ" in w for w in r["warnings"])
     assert r["latency_ms"]["all"]["p50"] == 5040.0
     assert r["agreement"]["rate"] == 1.0 and r["latency_ms"]["by_mode"].keys() == {"local"}
+    assert r["delivery"]["lost"] == {"not_sent": 0, "sent_without_result": 0}   # no FrameFeedback topic
+
+
+OLD_FEATURE = """std_msgs/Header header
+uint64 seq
+string mode
+int32 split_index
+uint8[] data
+"""
+
+
+def _old_store(definition):
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    store = get_typestore(Stores.ROS2_KILTED)
+    store.register(get_types_from_msg(definition, "fsplit_ros/msg/CompressedFeature"))
+    return store
+
+
+def test_bag_with_an_older_message_definition_is_read_with_its_own(tmp_path):
+    """A bag recorded before CompressedFeature gained fields: its embedded definition (and hash)
+    differ from this package's, so it is decoded with the bag's; the missing timings are None."""
+    old = _old_store(OLD_FEATURE)
+    Old = old.types["fsplit_ros/msg/CompressedFeature"]
+    with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/compressed_feature", "fsplit_ros/msg/CompressedFeature", typestore=old)
+        for k, n in enumerate((500, 700)):
+            msg = Old(header=_header(fr(k)), seq=k + 1, mode="split", split_index=3, data=np.zeros(n, np.uint8))
+            writer.write(conn, fr(k) + 10 * MS, old.serialize_cdr(msg, "fsplit_ros/msg/CompressedFeature"))
+    r = evaluate_bag(tmp_path / "bag", agreement=False)["robots"]["/"]
+    split = r["payloads"]["by_mode"]["split"]
+    assert (split["frames"], split["bytes_mean"], split["split_indices"]) == (2, 600.0, {"3": 2})
+    assert r["payloads"]["encode_time_ms_mean"] is None and r["payloads"]["models"] == []
+    assert any("differs from this package's" in n for n in r["notes"])
+
+
+def test_bag_whose_definition_lacks_a_needed_field(tmp_path):
+    old = _old_store(OLD_FEATURE.replace("uint64 seq\n", ""))
+    Old = old.types["fsplit_ros/msg/CompressedFeature"]
+    with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conn = writer.add_connection("/compressed_feature", "fsplit_ros/msg/CompressedFeature", typestore=old)
+        msg = Old(header=_header(fr(0)), mode="split", split_index=3, data=np.zeros(5, np.uint8))
+        writer.write(conn, fr(0), old.serialize_cdr(msg, "fsplit_ros/msg/CompressedFeature"))
+    with pytest.raises(BagReportError, match=r"/compressed_feature .*lacks a field.*seq"):
+        evaluate_bag(tmp_path / "bag", agreement=False)
 
 
 def test_namespace_helpers():
@@ -304,3 +351,36 @@ def test_namespace_helpers():
     assert image_owner("/robot1/camera/image_raw", ["/", "/robot1", "/robot10"]) == "/robot1"
     assert image_owner("/robot10/camera/image_raw", ["/robot1"]) is None
     assert image_owner("/camera/image_raw", ["/", "/robot1"]) == "/"
+
+
+def test_unknown_backbone_for_the_agreement_is_a_clear_error(tmp_path, capsys):
+    bag = write_scenario(tmp_path / "bag", "mcap")
+    assert eval_bag_main([str(bag), "--out", str(tmp_path / "o"), "--backbone", "nosuchnet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the local model 'nosuchnet'" in err and "--no-agreement" in err
+
+
+def test_unconvertible_frames_are_counted_not_fatal(tmp_path):
+    from fsplit_ros.imaging import ImageEncodingError
+
+    def picky(msg):
+        if int(msg.data[0]) == 13:      # frame 3
+            raise ImageEncodingError("unsupported image encoding 'weird'")
+        return fake_local_model(msg)
+    a = evaluate_bag(write_scenario(tmp_path / "bag", "mcap"), classify=picky)["robots"]["/robot1"]["agreement"]
+    assert (a["evaluated"], a["agree"], a["unconvertible_frames"]) == (6, 5, 1)   # frame 4 still disagrees
+
+
+def test_without_the_msg_files_the_bags_own_definitions_are_used(tmp_path, monkeypatch):
+    """A pip-installed core has no .msg files to build the typestore from: the definitions the
+    recorder embedded in the bag are enough."""
+    import fsplit_ros.evaluation.bag_types as bag_types
+    bag = write_scenario(tmp_path / "bag", "sqlite3")
+    monkeypatch.setattr(bag_types, "_msg_dirs", lambda package: [])
+    with pytest.raises(FileNotFoundError):
+        bag_types.fsplit_typestore()
+    r = evaluate_bag(bag, bin_s=0.5, classify=fake_local_model)["robots"]["/robot1"]
+    assert r["payloads"]["by_mode"]["split"]["bytes_mean"] == 1150.0
+    assert r["latency_ms"]["by_mode"]["split"]["max"] == 120.0
+    assert (r["agreement"]["evaluated"], r["agreement"]["agree"]) == (7, 6)
+    assert any("fsplit typestore unavailable" in n for n in r["notes"])
