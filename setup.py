@@ -27,6 +27,8 @@ setup(
     entry_points={
         "console_scripts": [
             "fsplit-profile=fsplit_ros.cli.profile:main",
+            "fsplit-eval=fsplit_ros.cli.evaluate:main",
+            "fsplit-eval-bag=fsplit_ros.cli.eval_bag:main",
         ],
     },
 )

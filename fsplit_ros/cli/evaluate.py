@@ -1,0 +1,61 @@
+"""fsplit-eval: rate vs agreement on the held-out frames for FrankenSplit checkpoints and every
+baseline (JPEG/WebP 10..95, PNG, raw split tensors), as CSV, JSON and a plot.
+
+    fsplit-eval --backbone efficientnet_lite0 --checkpoints runs/train/efficientnet_lite0/*.pt --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from fsplit_ros.datasets.frames import default_corpus, load_frames
+from fsplit_ros.evaluation.rate_accuracy import evaluate, plot, targets
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--checkpoints", nargs="*", default=[], help="FrankenSplit checkpoints (rate points)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--max-frames", type=int, default=0, help="cap on held-out video frames (0 = all)")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _, heldout = default_corpus()
+    video_sources = [s for s in heldout if s.kind == "video"]
+    photo_paths = {str(s.path) for s in heldout if s.kind == "image"}
+    frames = [f.rgb for f in load_frames(video_sources, max_short_side=None)] if video_sources else []
+    if args.max_frames:
+        frames = frames[::max(1, len(frames) // args.max_frames)][:args.max_frames]
+    from fsplit_ros.datasets.offline import labelled_imagenet_photos
+    import cv2
+    photos = [(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), label)
+              for p, label in labelled_imagenet_photos() if str(p) in photo_paths]
+    rows, info = evaluate(args.backbone, [Path(c) for c in args.checkpoints], frames, photos)
+    summary = {"command": " ".join(["fsplit-eval", *(sys.argv[1:] if argv is None else argv)]),
+               "backbone": args.backbone, "heldout_sources": [s.describe() for s in heldout],
+               **info, "targets": targets(rows), "rows": [r.to_dict() for r in rows]}
+    (out / "rate_accuracy.json").write_text(json.dumps(summary, indent=2))
+    with open(out / "rate_accuracy.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0].to_dict()))
+        writer.writeheader()
+        writer.writerows(r.to_dict() for r in rows)
+    plot(rows, out / "rate_accuracy.png", f"{args.backbone}: rate vs top-1 agreement "
+         f"({info['frames'] + info['photos']} held-out frames)")
+    print(f"{'method':10s} {'setting':42s} {'bytes':>8s} {'p95':>8s} {'agree':>6s} {'acc':>5s} {'ms':>6s}")
+    for r in rows:
+        print(f"{r.method:10s} {r.setting[:42]:42s} {r.bytes_mean:8.0f} {r.bytes_p95:8.0f} {100 * r.agreement:6.1f} "
+              f"{100 * r.accuracy:5.0f} {r.onboard_ms:6.2f}")
+    print(json.dumps(summary["targets"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
