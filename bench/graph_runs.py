@@ -37,7 +37,7 @@ def run_trace(cfg: GraphConfig, trace: list[tuple[float, float]], duration: floa
     sent = log.of("compressed_feature", since=t0)
     mode_of = {e["stamp"]: e["mode"] for e in sent}
     results = [{"t": e["t"] - t0, "latency_ms": (e["t"] - e["stamp"]) * 1e3, "mode": mode_of.get(e["stamp"], "local")}
-               for e in log.of("classification", since=t0)]
+               for e in log.results(since=t0)]
     states = [{"t": e["t"] - t0, "mode": e["mode"], "rate_bps": e["rate_bps"]} for e in log.of("link_state", since=t0)]
     frames = len(log.of("image", since=t0)) if cfg.record_images else None
     return {"tag": tag, "results": results, "states": states, "duration": duration,

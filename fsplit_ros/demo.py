@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable, parse_trace
-from fsplit_ros.process_graph import EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
+from fsplit_ros.process_graph import RESULT_TOPICS, EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 
 DEFAULT_TRACE = "0:20,20:1,40:0,46:20"
 
@@ -28,7 +28,7 @@ def window_stats(events: list[dict], now: float, window: float = 2.0) -> dict:
     """Live numbers over the last `window` seconds."""
     recent = [e for e in events if now - e["t"] <= window]
     sent = [e for e in recent if e["topic"] == "compressed_feature"]
-    results = [e for e in recent if e["topic"] == "classification"]
+    results = [e for e in recent if e["topic"] in RESULT_TOPICS]
     states = [e for e in events if e["topic"] == "link_state"]
     state = states[-1] if states else {}
     return {"mode": state.get("mode", "-") + (f"@{state['split']}" if state.get("mode") == "split" else ""),
@@ -51,7 +51,7 @@ def write_report(out: Path, events: list[dict], trace, t0: float, emulated: bool
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = [e for e in events if e["topic"] == "classification"]
+    results = [e for e in events if e["topic"] in RESULT_TOPICS]
     sent = [e for e in events if e["topic"] == "compressed_feature"]
     states = [e for e in events if e["topic"] == "link_state"]
     images = [e for e in events if e["topic"] == "image"]

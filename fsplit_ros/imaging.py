@@ -24,30 +24,44 @@ _TO_RGB = {
 SUPPORTED_ENCODINGS = tuple(_LAYOUT)
 
 
+# Longest/shortest side. The model input is a centre crop of the frame scaled so its SHORT side
+# fits, so a 2x8192 frame would be upscaled to 256x1M pixels (1.6 GB) for a 224x224 crop; no
+# camera has such a ratio (panoramas are 2:1 to 8:1).
+MAX_ASPECT_RATIO = 32
+
+
 class ImageEncodingError(ValueError):
-    """The frame cannot be converted; the message says what is wrong with it."""
+    """The frame cannot be converted; the message says what is wrong with it and `kind` names the
+    problem class (for counting and for logging each class once)."""
+
+    def __init__(self, message: str, kind: str = "invalid"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def to_rgb8(encoding: str, height: int, width: int, step: int, data, is_bigendian: bool = False,
-            max_side: int = 8192) -> np.ndarray:
+            max_side: int = 8192, max_aspect: float = MAX_ASPECT_RATIO) -> np.ndarray:
     if encoding not in _LAYOUT:
         raise ImageEncodingError(f"unsupported image encoding '{encoding}': use one of "
-                                 f"{', '.join(SUPPORTED_ENCODINGS)}")
+                                 f"{', '.join(SUPPORTED_ENCODINGS)}", "encoding")
     if height <= 0 or width <= 0:
-        raise ImageEncodingError(f"empty image {width}x{height}")
+        raise ImageEncodingError(f"empty image {width}x{height}", "empty")
     if height > max_side or width > max_side:
-        raise ImageEncodingError(f"image {width}x{height} exceeds max_image_side={max_side}")
+        raise ImageEncodingError(f"image {width}x{height} exceeds max_image_side={max_side}", "too_large")
+    if max(height, width) > max_aspect * min(height, width):
+        raise ImageEncodingError(f"image {width}x{height} has an aspect ratio beyond {max_aspect}:1 (its "
+                                 f"centre crop would need a huge upscale)", "aspect")
     dtype, channels = _LAYOUT[encoding]
     dt = np.dtype(dtype).newbyteorder(">" if is_bigendian else "<")
     row_bytes = width * channels * dt.itemsize
     if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") and width % 2:
-        raise ImageEncodingError(f"{encoding} needs an even width, got {width}")
+        raise ImageEncodingError(f"{encoding} needs an even width, got {width}", "odd_width")
     if step < row_bytes:
         raise ImageEncodingError(f"step {step} is smaller than a row of {width} {encoding} pixels "
-                                 f"({row_bytes} bytes)")
+                                 f"({row_bytes} bytes)", "step")
     if len(data) < step * (height - 1) + row_bytes:
         raise ImageEncodingError(f"image data has {len(data)} bytes, {width}x{height} {encoding} with "
-                                 f"step {step} needs {step * height}")
+                                 f"step {step} needs {step * height}", "short_data")
     buf = np.frombuffer(data, dtype=np.uint8, count=step * (height - 1) + row_bytes)
     rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1))
     img = np.ascontiguousarray(rows).view(dt).reshape(height, width, channels)

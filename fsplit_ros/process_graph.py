@@ -127,7 +127,10 @@ def start_standard_graph(graph: ProcessGraph, cfg: GraphConfig, events_path: Pat
                 remaps={"image": "camera/image_raw"})
 
 
-def wait_until_ready(graph: ProcessGraph, events: "EventLog", topics=("classification", "link_state"),
+RESULT_TOPICS = ("classification", "detections")
+
+
+def wait_until_ready(graph: ProcessGraph, events: "EventLog", topics=("results", "link_state"),
                      timeout: float = 240.0):
     """Block until every topic in `topics` was recorded (models loaded, profile cached)."""
     deadline = time.time() + timeout
@@ -163,7 +166,13 @@ class EventLog:
         return new
 
     def topics(self) -> set[str]:
-        return {e["topic"] for e in self.events}
+        """Recorded topic names; either task's result topic also counts as "results"."""
+        names = {e["topic"] for e in self.events}
+        return names | ({"results"} if names & set(RESULT_TOPICS) else set())
+
+    def results(self, since: float = float("-inf"), until: float = float("inf")) -> list[dict]:
+        """Result events of either task (classification or detections)."""
+        return [e for e in self.events if e["topic"] in RESULT_TOPICS and since <= e["t"] < until]
 
     def of(self, topic: str, since: float = float("-inf"), until: float = float("inf")) -> list[dict]:
         return [e for e in self.events if e["topic"] == topic and since <= e["t"] < until]

@@ -28,6 +28,14 @@ def _inflate_bounded(body: memoryview, expected: int) -> bytes:
     return out
 
 
+def _finite(x: torch.Tensor, what: str) -> torch.Tensor:
+    """An encoder of real activations never sends NaN/inf (nor a min/scale whose dequantisation
+    overflows); such a tensor would turn every logit into NaN, so it is corrupt, not a result."""
+    if not np.isfinite(x.numpy()).all():   # numpy: no thread-pool wake-up for a small check
+        raise CorruptPayload(f"non-finite {what} in the tensor: not produced by an fsplit encoder")
+    return x
+
+
 class TensorCodec:
     mode = "split"
 
@@ -79,7 +87,8 @@ class TensorCodec:
         if len(raw) != expected:
             raise ShapeMismatch(f"{self.name} body has {len(raw)} bytes, shape {shape} needs {expected}")
         if layout == "fp16":
-            return torch.from_numpy(np.frombuffer(raw, "<f2").reshape(shape).astype(np.float32))
+            return _finite(torch.from_numpy(np.frombuffer(raw, "<f2").reshape(shape).astype(np.float32)),
+                           "fp16 values")
         params = np.frombuffer(raw, "<f4", count=2 * n_params).reshape(n_params, 2)
         q = torch.from_numpy(np.frombuffer(raw, np.uint8, offset=8 * n_params).reshape(shape).astype(np.float32))
         view = (1, -1) + (1,) * (len(shape) - 2) if layout == "uint8-channel" else (1,) * len(shape)
@@ -87,4 +96,4 @@ class TensorCodec:
         scale = torch.from_numpy(params[:, 1].copy()).view(view)
         if not (torch.isfinite(lo).all() and torch.isfinite(scale).all()):
             raise CorruptPayload("non-finite quantisation parameters")
-        return q * scale + lo
+        return _finite(q * scale + lo, "dequantised values (min/scale out of range)")

@@ -16,11 +16,12 @@ import rclpy
 import torch
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from vision_msgs.msg import Classification
+from rclpy.serialization import deserialize_message
 
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkProbe
-from fsplit_ros.nodes.messages import classification_msg, wall_time_msg
+from fsplit_ros.nodes.messages import RESULT_TOPICS, result_msg, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
+from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.payload import Limits, PayloadError
 from fsplit_ros.runtime import Deployment, EdgeDecoder
 
@@ -45,6 +46,13 @@ PARAMETERS = [
 ]
 
 
+# CompressedFeature fields besides the payload (header, names, hash, shape): generous, but capped.
+MAX_METADATA_BYTES = 64 * 1024
+# The link monitor pads probes to at most 64 KiB (link_monitor_node.MAX_PROBE_PADDING).
+MAX_PROBE_BYTES = 256 * 1024
+REJECT_LOG_PERIOD_S = 5.0   # one log line per kind of rejected frame per period
+
+
 class MetadataMismatch(PayloadError):
     """The ROS message's metadata disagrees with the payload it carries."""
     kind = "metadata"
@@ -62,18 +70,36 @@ class RobotLink:
         prefix = f"{ns.rstrip('/')}/" if ns else ""
         self.name = ns or node.get_namespace()
         self.queue: deque = deque(maxlen=queue_len)   # newest wins when the edge falls behind
-        self.result_pub = node.create_publisher(Classification, f"{prefix}classification", 10)
+        topic, result_type = RESULT_TOPICS[node.decoder.dep.task]
+        self.result_pub = node.create_publisher(result_type, f"{prefix}{topic}", 10)
         self.feedback_pub = node.create_publisher(FrameFeedback, f"{prefix}frame_feedback", 50)
         probe_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
         self.echo_pub = node.create_publisher(LinkProbe, f"{prefix}link_probe_echo", probe_qos)
         reliable_newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                      history=HistoryPolicy.KEEP_LAST)
-        node.create_subscription(CompressedFeature, f"{prefix}compressed_feature",
-                                 lambda msg: node.enqueue(self, msg), reliable_newest)
-        node.create_subscription(LinkProbe, f"{prefix}link_probe", self.echo, probe_qos)
+        # Raw (serialized) subscriptions: the size a remote peer chose is checked before the message
+        # is turned into Python objects, so an oversized one costs one buffer, not three.
+        self.node = node
+        node.create_subscription(CompressedFeature, f"{prefix}compressed_feature", self.on_feature,
+                                 reliable_newest, raw=True)
+        node.create_subscription(LinkProbe, f"{prefix}link_probe", self.echo, probe_qos, raw=True)
 
-    def echo(self, probe: LinkProbe):
-        """Answer a probe at once; the padding only measures the uplink, so it is not sent back."""
+    def on_feature(self, raw: bytes):
+        limit = self.node.p["max_payload_bytes"] + MAX_METADATA_BYTES
+        if len(raw) > limit:
+            self.node.reject_unread(self, len(raw), f"oversized: message of {len(raw)} bytes exceeds "
+                                    f"max_payload_bytes={self.node.p['max_payload_bytes']} (+ metadata)")
+            return
+        self.node.enqueue(self, deserialize_message(raw, CompressedFeature))
+
+    def echo(self, raw: bytes):
+        """Answer a probe at once; the padding only measures the uplink, so it is not sent back
+        (the echo is never bigger than the probe: no amplification). Probes beyond what a link
+        monitor sends are dropped unanswered."""
+        if len(raw) > MAX_PROBE_BYTES:
+            self.node.note_bad_probe(self, len(raw))
+            return
+        probe = deserialize_message(raw, LinkProbe)
         self.echo_pub.publish(LinkProbe(seq=probe.seq, sent_stamp=probe.sent_stamp))
 
 
@@ -87,8 +113,9 @@ class DecoderNode(Node):
         deployment = Deployment.load(self.p["backbone"], self.p["weights"] or None,
                                      self.p["bottleneck_checkpoint"] or None)
         limits = Limits(self.p["max_payload_bytes"], self.p["max_tensor_bytes"], self.p["max_image_side"])
-        self.decoder = EdgeDecoder(deployment, limits)
-        self.rejected: dict[str, int] = {}
+        self.decoder = EdgeDecoder(deployment, limits, self._refused_modes())
+        self.rejections = PerKindThrottle(REJECT_LOG_PERIOD_S)   # rejected frames per kind
+        self.bad_probes = PerKindThrottle(REJECT_LOG_PERIOD_S)
         self._cv = threading.Condition()
         self._running = True
         self.robots = [RobotLink(self, ns, self.p["max_batch"]) for ns in self.p["robot_namespaces"]]
@@ -98,11 +125,39 @@ class DecoderNode(Node):
             f"decoder ready: {deployment.name}, modes {sorted(self.decoder.hashes)}, serving "
             f"{[r.name for r in self.robots]}")
 
+    def _refused_modes(self) -> frozenset:
+        return frozenset() if self.p["allow_image_mode"] else frozenset({"image"})
+
     def _on_set_parameters(self, params):
         from rcl_interfaces.msg import SetParametersResult
         for param in params:
             self.p[param.name] = param.value
+        if hasattr(self, "decoder"):
+            self.decoder.refused_modes = self._refused_modes()
         return SetParametersResult(successful=True)
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Rejected frames per PayloadError kind."""
+        return self.rejections.counts
+
+    def _log_rejection(self, robot: RobotLink, seq: int, kind: str, message: str):
+        suffix = self.rejections.note(kind)
+        if suffix is not None:
+            self.get_logger().error(f"dropped frame {seq} from {robot.name}: {kind}: {message}{suffix}")
+
+    def reject_unread(self, robot: RobotLink, size: int, error: str):
+        """A message refused before deserialization: no header or seq to answer with, but the
+        robot's link monitor still learns that the edge is up and refusing its frames."""
+        self._log_rejection(robot, 0, "oversized", error)
+        robot.feedback_pub.publish(FrameFeedback(source=robot.name, bytes=min(size, 2**32 - 1),
+                                                 received_stamp=wall_time_msg(), finished_stamp=wall_time_msg(),
+                                                 ok=False, error=error[:500]))
+
+    def note_bad_probe(self, robot: RobotLink, size: int):
+        if self.bad_probes.note("oversized") is not None:
+            self.get_logger().warning(f"ignoring a {size}-byte link probe from {robot.name} (more than "
+                                      f"{MAX_PROBE_BYTES} bytes: not from an fsplit link monitor)")
 
     def enqueue(self, robot: RobotLink, msg: CompressedFeature):
         with self._cv:
@@ -140,8 +195,6 @@ class DecoderNode(Node):
         if (msg.mode, msg.model_hash, msg.split_index, tuple(msg.shape), msg.codec) != \
                 (h.mode, h.model_hash, h.split_index, tuple(h.shape), h.codec):
             raise MetadataMismatch("CompressedFeature fields disagree with the payload header")
-        if h.mode == "image" and not self.p["allow_image_mode"]:
-            raise MetadataMismatch("image payloads are refused here (allow_image_mode=false)")
         return frame
 
     def _process(self, batch):
@@ -158,13 +211,12 @@ class DecoderNode(Node):
         edge_time = time.perf_counter() - start
         finished = wall_time_msg()
         for (robot, received, msg, _), logits in zip(decoded, outputs):
-            robot.result_pub.publish(classification_msg(msg.header, logits, self.p["top_k"]))
+            robot.result_pub.publish(result_msg(self.decoder.dep, msg.header, logits, msg.image_width,
+                                                msg.image_height, self.p["top_k"]))
             robot.feedback_pub.publish(self._feedback(robot, msg, received, finished, edge_time,
                                                       len(decoded), ok=True))
         for robot, received, msg, exc in failed:
-            self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
-            self.get_logger().error(f"dropped frame {msg.seq} from {robot.name}: {exc.kind}: {exc}",
-                                    throttle_duration_sec=2.0)
+            self._log_rejection(robot, msg.seq, exc.kind, str(exc))
             robot.feedback_pub.publish(self._feedback(robot, msg, received, finished, edge_time,
                                                       len(decoded), ok=False, error=f"{exc.kind}: {exc}"))
 

@@ -5,7 +5,8 @@ Topics (relative, so a namespace per robot works):
   sub image (sensor_msgs/Image, sensor-data QoS, depth 1: the newest frame wins)
   sub link_state (fsplit_ros/LinkState): mode commands from the link monitor
   pub compressed_feature (fsplit_ros/CompressedFeature)
-  pub classification (vision_msgs/Classification), in local mode
+  pub classification (vision_msgs/Classification) or detections (vision_msgs/Detection2DArray, for
+      detectors), in local mode
 """
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import torch
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from vision_msgs.msg import Classification
 
 from fsplit_ros.imaging import ImageEncodingError, to_rgb8
 from fsplit_ros.msg import CompressedFeature, LinkState
-from fsplit_ros.nodes.messages import classification_msg, wall_time_msg
+from fsplit_ros.nodes.messages import RESULT_TOPICS, result_msg, wall_time_msg
 from fsplit_ros.nodes.params import Param, check_choices, declare_parameters
+from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.codecs import TENSOR_CODECS, IMAGE_FORMATS
 from fsplit_ros.runtime import IMAGE_RESOLUTIONS, MODES, Deployment, OnboardEncoder
 
@@ -45,6 +46,7 @@ PARAMETERS = [
     Param("emulated_slowdown", 1.0, "Emulate a weaker robot CPU: stretch onboard compute time by this "
           "factor (1 = real speed). Give the link monitor the same value.", low=1.0, high=100.0),
 ]
+BAD_FRAME_LOG_PERIOD_S = 10.0   # one log line per kind of bad frame per period
 RUNTIME_CHANGEABLE = {"emulated_slowdown", "image_resolution", "mode", "follow_link_monitor", "split_index",
                       "tensor_codec", "image_codec", "image_quality", "allow_image_mode", "top_k"}
 
@@ -62,12 +64,14 @@ class EncoderNode(Node):
         self.seq = 0
         self.mode = self._allowed(self.p["mode"])
         self.commanded_split = None
+        self.drops = PerKindThrottle(BAD_FRAME_LOG_PERIOD_S)      # dropped frames per kind
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         reliable_newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                      history=HistoryPolicy.KEEP_LAST)
         self.feature_pub = self.create_publisher(CompressedFeature, "compressed_feature", reliable_newest)
-        self.result_pub = self.create_publisher(Classification, "classification", 10)
+        topic, result_type = RESULT_TOPICS[deployment.task]
+        self.result_pub = self.create_publisher(result_type, topic, 10)
         image_qos = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
                                history=HistoryPolicy.KEEP_LAST, durability=qos_profile_sensor_data.durability)
         self.create_subscription(Image, "image", self.on_image, image_qos)
@@ -121,19 +125,32 @@ class EncoderNode(Node):
         if self.p["emulated_slowdown"] > 1.0:
             time.sleep((self.p["emulated_slowdown"] - 1.0) * (time.perf_counter() - start))
 
+    def _drop(self, kind: str, message: str):
+        """Drop this frame; one log line per kind of bad input and period (see PerKindThrottle)."""
+        suffix = self.drops.note(kind)
+        if suffix is not None:
+            self.get_logger().error(f"dropping frame ({kind}): {message}{suffix}")
+
     def on_image(self, msg: Image):
         start = time.perf_counter()
         try:
             rgb = to_rgb8(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
         except ImageEncodingError as exc:
-            self.get_logger().error(f"dropping frame: {exc}", throttle_duration_sec=5.0)
+            self._drop(exc.kind, str(exc))
             return
+        try:
+            self._process(msg, rgb, start)
+        except Exception as exc:  # noqa: BLE001 - one frame must never take the robot's node down
+            self._drop("internal", f"{type(exc).__name__}: {exc}")
+
+    def _process(self, msg: Image, rgb, start: float):
         frame = self.encoder.prepare(rgb)
         mode = self.mode
         if mode == "local":
             logits = self.encoder.predict_local(frame)
             self._emulate_slow_robot(start)
-            self.result_pub.publish(classification_msg(msg.header, logits, self.p["top_k"]))
+            self.result_pub.publish(result_msg(self.deployment, msg.header, logits, rgb.shape[1], rgb.shape[0],
+                                               self.p["top_k"]))
             return
         split = self.commanded_split if mode == "split" else None
         header, payload = self.encoder.encode_frame(frame, mode, split)

@@ -10,6 +10,7 @@ hysteresis and a minimum dwell time (fsplit_ros.policy).
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -47,7 +48,8 @@ MAX_PROBE_PADDING = 64 * 1024
 MIN_PROBE_PADDING = 1024
 # Probes are best effort: a probe lost in a cut must not be retransmitted and measured later.
 PROBE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
-MISMATCH_BACKOFF_S = 10.0
+MISMATCH_BACKOFF_S = 10.0       # edge has other weights: retry offloading after this long
+REFUSED_BACKOFF_S = 30.0        # edge refuses a mode by configuration (e.g. allow_image_mode=false)
 OFFLOAD_MODES = frozenset({"split", "bottleneck", "image"})
 
 
@@ -71,8 +73,10 @@ class LinkMonitorNode(Node):
         self.padded: dict[int, int] = {}
         self.last_payload_feedback = 0.0
         self.rejections = 0
+        self.rejections_by_kind: dict[str, int] = {}
+        self.last_rejection = ""
         self.last_state: LinkState | None = None
-        self.blocked_until = 0.0
+        self.blocked: dict[str, tuple[float, str]] = {}   # mode -> (blocked until, why)
         self.create_timer(self.p["probe_period_s"], self.send_probe)
         self.create_timer(self.p["update_period_s"], self.update)
         self.create_timer(1.0, self.publish_diagnostics)
@@ -105,13 +109,26 @@ class LinkMonitorNode(Node):
         now = time.time()
         if not fb.ok:
             self.rejections += 1
+            error = fb.error[:300]               # the edge's text: never log an unbounded string
+            kind = error.split(":", 1)[0]
+            self.rejections_by_kind[kind] = self.rejections_by_kind.get(kind, 0) + 1
+            self.last_rejection = error
             self.estimator.add_rtt(0.0, now)   # the edge answered: the link is up
-            if fb.error.startswith("model_mismatch"):
+            if kind == "model_mismatch":
                 # The edge has other weights: offloading cannot work until someone redeploys.
-                self.blocked_until = now + MISMATCH_BACKOFF_S
-                self.get_logger().error(f"edge rejects our payloads, falling back to local: {fb.error}",
+                for mode in OFFLOAD_MODES:
+                    self.blocked[mode] = (now + MISMATCH_BACKOFF_S, f"edge rejects our payloads: {error}")
+                self.get_logger().error(f"edge rejects our payloads, falling back to local: {error}",
                                         throttle_duration_sec=5.0)
+            elif kind == "refused":
+                refused = re.match(r"refused: (\w+) payloads", error)
+                if refused and refused.group(1) in OFFLOAD_MODES:
+                    self.blocked[refused.group(1)] = (now + REFUSED_BACKOFF_S, f"edge refuses it: {error}")
+                    self.get_logger().error(f"edge refuses {refused.group(1)} mode: {error}",
+                                            throttle_duration_sec=5.0)
             return
+        if time_to_float(fb.sent_stamp) > now:
+            return   # not a payload this robot sent (its publish time is in our future)
         residence = time_to_float(fb.finished_stamp) - time_to_float(fb.received_stamp)
         self.estimator.add_feedback(fb.bytes, time_to_float(fb.sent_stamp), now, residence)
         self.last_payload_feedback = now
@@ -137,8 +154,8 @@ class LinkMonitorNode(Node):
     def on_echo(self, probe: LinkProbe):
         now = time.time()
         elapsed = now - time_to_float(probe.sent_stamp)
-        if probe.seq not in self.padded or elapsed > self.p["link_timeout_s"]:
-            return   # unknown or stale
+        if probe.seq not in self.padded or not 0.0 <= elapsed <= self.p["link_timeout_s"]:
+            return   # unknown, stale, or not our probe (sent in our future)
         padding = self.padded.pop(probe.seq)
         if padding:
             self.estimator.add_transfer(padding, elapsed - self.estimator.rtt_s, now)
@@ -150,16 +167,20 @@ class LinkMonitorNode(Node):
         now = time.time()
         rate, rtt = self.estimator.rate_bps, self.estimator.rtt_s
         predictions = self.cost.predict(rate, rtt)
-        blocked = OFFLOAD_MODES if now < self.blocked_until else frozenset()
+        blocked = self.blocked_modes(now)
+        previous = candidate_mode(self.selector.current)[0]
         decision = self.selector.update(predictions, self.estimator.since_last_reply(now), now, blocked)
+        reason = decision.reason
+        if decision.changed and previous in blocked:
+            reason = f"{reason}: {self.blocked[previous][1]}"   # say what the edge answered
         if decision.changed:
-            self.get_logger().info(f"mode -> {decision.candidate}: {decision.reason} "
+            self.get_logger().info(f"mode -> {decision.candidate}: {reason} "
                                    f"(rate {rate / 1e6:.2f} Mbit/s, RTT {rtt * 1e3:.0f} ms)")
         mode, split = candidate_mode(decision.candidate)
         names = sorted(predictions)
         state = LinkState(rate_bps=rate, rtt=rtt, since_last_reply=min(self.estimator.since_last_reply(now), 1e9),
                           mode=mode, split_index=split,
-                          reason=decision.reason if decision.changed else self.selector_reason(),
+                          reason=reason if decision.changed else self.selector_reason(),
                           candidate_modes=names, predicted_latency=[predictions[n].latency_s for n in names],
                           sustainable=[predictions[n].sustainable for n in names])
         state.header.stamp = self.get_clock().now().to_msg()
@@ -169,19 +190,34 @@ class LinkMonitorNode(Node):
     def selector_reason(self) -> str:
         return f"keep {self.selector.current}"
 
+    def blocked_modes(self, now: float) -> frozenset:
+        """Offload modes the edge currently rejects (model mismatch, refused by configuration)."""
+        return frozenset(mode for mode, (until, _) in self.blocked.items() if now < until)
+
     def publish_diagnostics(self):
         s = self.last_state
         if s is None:
             return
         down = s.since_last_reply > self.p["link_timeout_s"]
-        status = DiagnosticStatus(level=DiagnosticStatus.WARN if down else DiagnosticStatus.OK,
-                                  name=f"{self.get_fully_qualified_name()}: link",
-                                  message="link down, running local" if down else f"mode {s.mode}",
-                                  hardware_id="fsplit_link")
+        blocked = sorted(self.blocked_modes(time.time()))
+        if down:
+            level, message = DiagnosticStatus.WARN, "link down, running local"
+        elif blocked:
+            # the link works but the edge rejects what we send: someone has to redeploy/reconfigure
+            why = self.blocked[blocked[0]][1]
+            level, message = DiagnosticStatus.ERROR, f"edge rejects {'/'.join(blocked)}, running {s.mode}: {why}"
+        else:
+            level, message = DiagnosticStatus.OK, f"mode {s.mode}"
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: link",
+                                  message=message[:400], hardware_id="fsplit_link")
+        by_kind = ", ".join(f"{k}={n}" for k, n in sorted(self.rejections_by_kind.items()))
         status.values = [KeyValue(key="rate_mbps", value=f"{s.rate_bps / 1e6:.3f}"),
                          KeyValue(key="rtt_ms", value=f"{s.rtt * 1e3:.1f}"),
                          KeyValue(key="mode", value=s.mode), KeyValue(key="split_index", value=str(s.split_index)),
-                         KeyValue(key="edge_rejections", value=str(self.rejections))]
+                         KeyValue(key="edge_rejections", value=str(self.rejections)),
+                         KeyValue(key="edge_rejections_by_kind", value=by_kind),
+                         KeyValue(key="last_edge_error", value=self.last_rejection),
+                         KeyValue(key="blocked_modes", value=",".join(blocked))]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(array)

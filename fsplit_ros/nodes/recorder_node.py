@@ -3,7 +3,8 @@ record` writes: raw CDR as received) where `ros2 bag` is missing, and streams on
 message to `events_path` for live tables and tests. On a ROS install `ros2 bag record` does the
 same job; `fsplit-eval-bag` reads either.
 
-Topics (relative, remappable): image, compressed_feature, classification, frame_feedback, link_state
+Topics (relative, remappable): image, compressed_feature, classification, detections, frame_feedback,
+link_state
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
-from vision_msgs.msg import Classification
+from vision_msgs.msg import Classification, Detection2DArray
 
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
 from fsplit_ros.nodes.messages import time_to_float
@@ -34,6 +35,7 @@ TOPICS = {
     "image": (Image, "sensor_msgs/msg/Image"),
     "compressed_feature": (CompressedFeature, "fsplit_ros/msg/CompressedFeature"),
     "classification": (Classification, "vision_msgs/msg/Classification"),
+    "detections": (Detection2DArray, "vision_msgs/msg/Detection2DArray"),
     "frame_feedback": (FrameFeedback, "fsplit_ros/msg/FrameFeedback"),
     "link_state": (LinkState, "fsplit_ros/msg/LinkState"),
 }
@@ -50,6 +52,11 @@ def event_fields(topic: str, msg) -> dict:
     if topic == "classification":
         top = msg.results[0] if msg.results else None
         return {"stamp": stamp, "class": top.class_id if top else "", "score": top.score if top else 0.0}
+    if topic == "detections":
+        best = max(msg.detections, key=lambda d: d.results[0].hypothesis.score, default=None)
+        return {"stamp": stamp, "count": len(msg.detections),
+                "class": best.results[0].hypothesis.class_id if best else "",
+                "score": best.results[0].hypothesis.score if best else 0.0}
     if topic == "frame_feedback":
         return {"stamp": stamp, "seq": msg.seq, "bytes": msg.bytes, "ok": msg.ok, "error": msg.error,
                 "edge_s": msg.edge_time, "batch": msg.batch_size}

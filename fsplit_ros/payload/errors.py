@@ -43,3 +43,9 @@ class ModelMismatch(PayloadError):
 class ShapeMismatch(PayloadError):
     """Well-formed, but the tensor does not fit the model at that split point."""
     kind = "shape"
+
+
+class RefusedMode(PayloadError):
+    """Well-formed, but this end is configured to refuse the mode (e.g. allow_image_mode=false:
+    no pixels may be processed here)."""
+    kind = "refused"

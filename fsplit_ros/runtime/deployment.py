@@ -1,14 +1,24 @@
 """A deployed model: backbone (real weights), its split points, the optional FrankenSplit
-bottleneck, and the per-mode hashes both ends compare before decoding anything."""
+bottleneck, and the per-mode hashes both ends compare before decoding anything.
+
+Two tasks share all of the machinery: `classification` (timm backbones: center crop, top-k
+classes) and `detection` (the COCO detector: letterbox, boxes in original image pixels). The task
+decides only how camera pixels become the model input and how the output becomes a result."""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from fsplit_ros.bottleneck import FrankenSplitBottleneck, load_bottleneck
-from fsplit_ros.models import LoadedBackbone, load_backbone
+from fsplit_ros.models import BackboneSpec, LoadedBackbone, load_backbone
+from fsplit_ros.models.preprocess import normalize, resize_center_crop
 from fsplit_ros.splitting import SplitPoint, SplittableModel
+
+DETECTORS = {"nanodet": 5}   # detector name -> FrankenSplit injection split (64x52x52, stride 8)
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -26,16 +36,53 @@ class Deployment:
     bottleneck: FrankenSplitBottleneck | None = None
     bottleneck_hash: str | None = None
     bottleneck_metadata: dict | None = None
+    detector: object | None = None     # fsplit_ros.detection.NanoDet for the detection task
+
+    @property
+    def task(self) -> str:
+        return "detection" if self.detector is not None else "classification"
+
+    def model_pixels(self, rgb: np.ndarray) -> np.ndarray:
+        """Camera frame -> the uint8 image the model sees (center crop, or letterboxed canvas)."""
+        if self.detector is not None:
+            return self.detector.letterbox(rgb)[0]
+        cfg = self.backbone.data_config
+        return resize_center_crop(rgb, self.input_size, cfg.get("crop_pct", 0.875))
+
+    def pixels_to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        if self.detector is not None:
+            return self.detector.normalize(pixels, "rgb")
+        cfg = self.backbone.data_config
+        return normalize(pixels, cfg["mean"], cfg["std"])
+
+    def results(self, output: torch.Tensor, image_width: int, image_height: int):
+        """One frame's model output -> logits (classification) or detections in original pixels."""
+        if self.detector is None:
+            return output
+        from fsplit_ros.detection.detector import LetterboxMeta, letterbox_geometry
+        scale, _, _, left, top = letterbox_geometry(image_width, image_height, self.input_size)
+        meta = LetterboxMeta(image_width, image_height, scale, left, top, self.input_size)
+        return self.detector.postprocess(output, meta)
 
     @classmethod
     def load(cls, backbone: str, weights: str | Path | None = None,
              bottleneck: str | Path | None = "default", transmit_bytes_per_element: float = 1.0
              ) -> "Deployment":
         """bottleneck: a checkpoint path, "default" (the shipped one if present) or None/"" (none)."""
-        loaded = load_backbone(backbone, weights)
+        detector = None
+        if backbone in DETECTORS:
+            from fsplit_ros.detection import load_nanodet
+            detector = load_nanodet(weights) if weights else load_nanodet()
+            loaded = LoadedBackbone(name=backbone, spec=BackboneSpec(backbone, "nanodet-g",
+                                                                     injection_split=DETECTORS[backbone]),
+                                    model=detector.model.eval().requires_grad_(False),
+                                    weights_source=detector.weights_source, weights_hash=detector.weights_hash,
+                                    data_config={"input_size": (3, detector.input_size, detector.input_size)})
+        else:
+            loaded = load_backbone(backbone, weights)
         splittable = SplittableModel(loaded.model)
         points = splittable.split_points(loaded.input_size, transmit_bytes_per_element)
-        dep = cls(backbone=loaded, splittable=splittable, split_points=points)
+        dep = cls(backbone=loaded, splittable=splittable, split_points=points, detector=detector)
         if bottleneck == "default":
             path = default_bottleneck_path(loaded.name)
             bottleneck = path if path.is_file() else None

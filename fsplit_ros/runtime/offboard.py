@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from fsplit_ros.codecs import EntropyCodec, ImageCodec, TensorCodec
-from fsplit_ros.models.preprocess import normalize, resize_center_crop
-from fsplit_ros.payload import Limits, PayloadHeader, ShapeMismatch, unpack_payload
+from fsplit_ros.imaging import MAX_ASPECT_RATIO
+from fsplit_ros.payload import (Limits, OversizedPayload, PayloadHeader, RefusedMode, ShapeMismatch,
+                                unpack_payload)
 from fsplit_ros.runtime.deployment import Deployment
 
 
@@ -20,15 +21,15 @@ class DecodedFrame:
 
 
 class EdgeDecoder:
-    def __init__(self, deployment: Deployment, limits: Limits = Limits()):
+    def __init__(self, deployment: Deployment, limits: Limits = Limits(), refused_modes=frozenset()):
+        """refused_modes: modes rejected (RefusedMode) right after the header checks, before their
+        body is decoded; e.g. {"image"} where no pixels may be processed. May be changed later."""
         self.dep = deployment
         self.limits = limits
+        self.refused_modes = frozenset(refused_modes)
         self.hashes = deployment.model_hashes()
         self.entropy_codec = EntropyCodec(deployment.bottleneck) if deployment.bottleneck else None
         self._tails: dict[int, torch.nn.Module] = {}
-        cfg = deployment.backbone.data_config
-        self._mean, self._std = cfg["mean"], cfg["std"]
-        self._crop_pct = cfg.get("crop_pct", 0.875)
 
     def tail(self, index: int) -> torch.nn.Module:
         if index not in self._tails:
@@ -37,6 +38,9 @@ class EdgeDecoder:
 
     def decode(self, payload: bytes) -> DecodedFrame:
         header, body = unpack_payload(payload, self.hashes, self.limits)
+        if header.mode in self.refused_modes:
+            raise RefusedMode(f"{header.mode} payloads are refused by this edge"
+                              + (" (allow_image_mode=false)" if header.mode == "image" else ""))
         if header.mode == "split":
             point = self.dep.split_point(header.split_index) if 0 < header.split_index < \
                 self.dep.splittable.num_units else None
@@ -55,10 +59,14 @@ class EdgeDecoder:
         if tuple(header.shape) not in ((size, size, 3), native):
             raise ShapeMismatch(f"image payload is {header.shape}: neither the model input {size}x{size}x3 "
                                 f"nor the camera frame {native}")
+        if max(native[:2]) > MAX_ASPECT_RATIO * min(native[:2]) and tuple(header.shape) == native:
+            # the centre crop would upscale the short side: a 2x8192 frame costs 1.6 GB
+            raise OversizedPayload(f"camera frame {native[1]}x{native[0]} has an aspect ratio beyond "
+                                   f"{MAX_ASPECT_RATIO}:1")
         rgb = ImageCodec(header.codec).decode(body, header)   # decoding needs no quality
-        if tuple(header.shape) != (size, size, 3):   # a whole camera frame: crop as the robot would
-            rgb = resize_center_crop(rgb, size, self._crop_pct)
-        return DecodedFrame(header, normalize(rgb, self._mean, self._std), 0)
+        if tuple(header.shape) != (size, size, 3):   # a whole camera frame: prepare it as the robot would
+            rgb = self.dep.model_pixels(rgb)
+        return DecodedFrame(header, self.dep.pixels_to_tensor(rgb), 0)
 
     @torch.no_grad()
     def run_tails(self, frames: list[DecodedFrame]) -> list[torch.Tensor]:

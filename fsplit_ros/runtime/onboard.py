@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 from fsplit_ros.codecs import EntropyCodec, ImageCodec, TensorCodec
-from fsplit_ros.models.preprocess import normalize, resize_center_crop
 from fsplit_ros.payload import PayloadHeader, pack_payload
 from fsplit_ros.runtime.deployment import Deployment
 
@@ -17,7 +16,7 @@ IMAGE_RESOLUTIONS = ("model", "native")
 
 @dataclass
 class PreparedFrame:
-    crop: np.ndarray          # uint8 HxWx3 RGB at model resolution (image mode, resolution "model")
+    crop: np.ndarray          # uint8 RGB the model sees: center crop or letterbox (image mode "model")
     tensor: torch.Tensor      # normalised (1,3,H,W)
     rgb: np.ndarray           # the camera frame (image mode, resolution "native")
     width: int                # original camera image size
@@ -41,16 +40,15 @@ class OnboardEncoder:
         self.split_index = split_index or deployment.compressive_split_indices()[0]
         deployment.split_point(self.split_index)   # validates
         self._heads: dict[int, torch.nn.Module] = {}
-        cfg = deployment.backbone.data_config
-        self._size, self._crop_pct = deployment.input_size, cfg.get("crop_pct", 0.875)
-        self._mean, self._std = cfg["mean"], cfg["std"]
 
     def available_modes(self) -> list[str]:
         return [m for m in MODES if m != "bottleneck" or self.entropy_codec is not None]
 
     def prepare(self, rgb: np.ndarray) -> PreparedFrame:
-        crop = resize_center_crop(rgb, self._size, self._crop_pct)
-        return PreparedFrame(crop=crop, tensor=normalize(crop, self._mean, self._std), rgb=rgb,
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+        crop = self.dep.model_pixels(rgb)
+        return PreparedFrame(crop=crop, tensor=self.dep.pixels_to_tensor(crop), rgb=rgb,
                              width=rgb.shape[1], height=rgb.shape[0])
 
     def head(self, index: int) -> torch.nn.Module:

@@ -58,7 +58,7 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
     cfg = GraphConfig(slowdown=SLOWDOWN, camera_rate=CAMERA_FPS, profile_file=str(profile_file))
     try:
         start_standard_graph(graph, cfg, log.path)
-        wait_until_ready(graph, log, topics=("classification", "link_state", "frame_feedback"), timeout=180)
+        wait_until_ready(graph, log, topics=("results", "link_state", "frame_feedback"), timeout=180)
         steps = []
         for rate, duration in PHASES:
             link.set_rate(rate)
@@ -68,7 +68,7 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
         graph.close()
 
     log.poll()
-    states, results = log.of("link_state"), log.of("classification")
+    states, results = log.of("link_state"), log.results()
     report = []
     for (t_step, rate, duration), (t_next, _, _) in zip(steps, steps[1:] + [(steps[-1][0] + steps[-1][2], 0, 0)]):
         want = acceptable_modes(cost, rate)

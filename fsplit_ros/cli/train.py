@@ -1,0 +1,69 @@
+"""fsplit-train: train FrankenSplit bottlenecks (head distillation), one checkpoint per beta.
+
+    fsplit-train config/train_lite0.yaml                          # the config's beta sweep
+    fsplit-train config/train_lite0.yaml --steps 600 --betas 0.02 --out runs/try
+    fsplit-train config/train_lite0.yaml --resume                 # continue an interrupted run
+    fsplit-train config/train_lite0.yaml --no-saliency            # plain FS-FP (g1=1, g2=0)
+    fsplit-train config/train_lite0.yaml --device cuda --workers 8
+
+Command-line options override the YAML file. Outputs in --out (default runs/train/<backbone>):
+<backbone>_bottleneck_beta<beta>.pt (load with fsplit_ros.bottleneck.load_bottleneck, or copy to
+fsplit_ros/weights/<backbone>_bottleneck.pt to ship it), summary.json (the rate point of each
+beta on the held-out frames), and beta<beta>/ (log.jsonl, state.pt for --resume).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from fsplit_ros.training.config import load_config
+from fsplit_ros.training.trainer import train_sweep
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fsplit-train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help="YAML training config (config/train_lite0.yaml, ...)")
+    ap.add_argument("--steps", type=int, help="training steps per beta")
+    ap.add_argument("--out", dest="out_dir", help="output directory")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from the saved trainer state of each beta (up to --steps)")
+    ap.add_argument("--betas", type=float, nargs="+", help="rate weights to train, one checkpoint each")
+    ap.add_argument("--no-saliency", dest="saliency", action="store_const", const=False,
+                    help="plain feature MSE (FS-FP): no Grad-CAM weighting")
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--workers", type=int, help="data loader processes")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--train", dest="train_sources", nargs="+", metavar="PATH",
+                    help="training videos / images / image folders instead of the default corpus")
+    ap.add_argument("--heldout", dest="heldout_sources", nargs="+", metavar="PATH",
+                    help="held-out videos / images / image folders (never trained on)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "resume", "quiet")}
+    try:
+        cfg = load_config(args.config, **overrides)
+    except (OSError, ValueError) as exc:
+        print(f"fsplit-train: {exc}", file=sys.stderr)
+        return 2
+    command = shlex.join(["fsplit-train", *(sys.argv[1:] if argv is None else argv)])
+    results = train_sweep(cfg, resume=args.resume, progress=not args.quiet, command=command)
+    print(f"{'beta':>8} {'bytes/img':>10} {'bits/img':>9} {'held-out mse':>13} {'top-1 agree':>12}  checkpoint")
+    for r in results:
+        ev = r.metadata.get("heldout", {}) if r.metadata else {}
+        print(f"{r.beta:8g} {ev.get('bytes_per_image', float('nan')):10.0f} "
+              f"{ev.get('bits_per_image', float('nan')):9.0f} {ev.get('mse', float('nan')):13.4f} "
+              f"{ev.get('top1_agreement', float('nan')):12.3f}  {r.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

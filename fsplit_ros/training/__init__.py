@@ -1,0 +1,1 @@
+"""FrankenSplit head distillation: Grad-CAM saliency, the trainer, beta sweeps (ROS-free)."""

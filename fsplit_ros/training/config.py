@@ -1,0 +1,117 @@
+"""Training configuration: one dataclass, loaded from YAML (config/train_*.yaml), overridable from
+the command line. Unknown keys are errors, so a typo never silently trains with a default."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from fsplit_ros.datasets.frames import (DEFAULT_FRAMES_PER_VIDEO, DEFAULT_HELDOUT_EVERY,
+                                        DEFAULT_MAX_SHORT_SIDE)
+
+
+@dataclass
+class TrainConfig:
+    # --- what is trained ------------------------------------------------------------------------
+    backbone: str = "efficientnet_lite0"        # fsplit backbone name (fsplit_ros.models.BACKBONES)
+    weights: str | None = None                  # backbone weights file; None = offline default
+    injection_split: int | None = None          # None = BACKBONES[backbone].injection_split
+    target_channels: int | None = None          # None = channels of h at the injection split
+    target_stride: int | None = None            # None = input size / spatial size of h
+    latent_channels: int = 48
+    encoder_channels: int = 48
+    decoder_channels: int = 96
+    # --- objective: L = g1*MSE + g2*saliency-weighted MSE + beta * R, R in bits per input pixel --
+    betas: list[float] = field(default_factory=lambda: [0.02, 0.08, 0.32])
+    gammas: tuple[float, float] = (0.5, 0.5)    # (g1, g2), g1 + g2 = 1; g2 = 0 is plain FS-FP
+    saliency: bool = True                       # False forces gammas = (1, 0)
+    # --- optimisation ---------------------------------------------------------------------------
+    batch_size: int = 16
+    steps: int = 20000
+    lr: float = 1e-3
+    aux_lr: float = 1e-3
+    lr_schedule: str = "cosine"                 # "cosine" (to lr * min_lr_ratio) or "constant"
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 0
+    clip_grad_norm: float = 1.0                 # 0 disables clipping
+    refine_quantiles: bool = True               # exact quantile bisection before the CDF tables
+    seed: int = 0
+    threads: int | None = None                  # torch CPU threads; None = torch's default
+    workers: int = 1                            # DataLoader worker processes (0 = in-process)
+    device: str = "cpu"                         # "cpu", "cuda", "cuda:1", ...
+    # --- data -----------------------------------------------------------------------------------
+    train_sources: list[str] | None = None      # videos / images / image folders; None = default corpus
+    heldout_sources: list[str] | None = None    # None = default corpus's held-out files
+    every_kth_frame: int = 1                    # training videos: every k-th frame ...
+    frames_per_video: int = DEFAULT_FRAMES_PER_VIDEO   # ... at most this many, spread evenly
+    heldout_every_kth_frame: int = DEFAULT_HELDOUT_EVERY
+    max_short_side: int = DEFAULT_MAX_SHORT_SIDE  # cached frames are downscaled to this
+    crop_scale: tuple[float, float] = (0.25, 1.0)  # random resized crop: fraction of frame area
+    # --- bookkeeping ----------------------------------------------------------------------------
+    out_dir: str | None = None                  # None = runs/train/<backbone>
+    cache_dir: str | None = None                # saliency cache; None = ~/.cache/fsplit_ros/saliency
+    log_every: int = 10
+    checkpoint_every: int = 250                 # trainer state for --resume
+    eval_every: int = 1000                      # held-out distortion/rate during training; 0 = end only
+    eval_frames: int = 64                       # held-out frames used by the periodic evaluation
+
+    def __post_init__(self):
+        self.betas = [float(b) for b in ([self.betas] if isinstance(self.betas, (int, float))
+                                         else self.betas)]
+        self.gammas = tuple(float(g) for g in self.gammas)
+        self.crop_scale = tuple(float(c) for c in self.crop_scale)
+        for name in ("lr", "aux_lr", "min_lr_ratio", "clip_grad_norm"):
+            setattr(self, name, float(getattr(self, name)))   # YAML reads "1e-3" as a string
+        if not self.betas or any(b < 0 for b in self.betas):
+            raise ValueError(f"betas must be a non-empty list of non-negative numbers, got {self.betas}")
+        if len(self.gammas) != 2 or min(self.gammas) < 0 or abs(sum(self.gammas) - 1) > 1e-6:
+            raise ValueError(f"gammas (g1, g2) must be two non-negative numbers with g1 + g2 = 1, "
+                             f"got {self.gammas}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got '{self.lr_schedule}'")
+        for name in ("batch_size", "steps", "log_every", "checkpoint_every", "every_kth_frame",
+                     "heldout_every_kth_frame"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+
+    @property
+    def effective_gammas(self) -> tuple[float, float]:
+        return self.gammas if self.saliency else (1.0, 0.0)
+
+    @property
+    def uses_saliency(self) -> bool:
+        return self.effective_gammas[1] > 0
+
+    def output_dir(self) -> Path:
+        return Path(self.out_dir) if self.out_dir else Path("runs") / "train" / self.backbone
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["gammas"], d["crop_scale"] = list(self.gammas), list(self.crop_scale)
+        return d
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def load_config(path: str | Path, **overrides) -> TrainConfig:
+    """Read a YAML training config; `overrides` (not None) win over the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config {path} does not exist (examples: config/train_lite0.yaml)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of keys to values")
+    unknown = sorted(set(data) - set(config_keys()))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; valid keys are {config_keys()}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**data)

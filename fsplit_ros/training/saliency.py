@@ -1,0 +1,148 @@
+"""Grad-CAM saliency at the bottleneck's injection point, for FrankenSplit's saliency-guided
+distortion  L_dist = g1 * MSE(h, h~) + g2 * mean_i(s_i * (h_i - h~_i)^2).
+
+The map is computed through the *frozen* backbone: h = head(x) at the injection split, logits =
+tail(h); for the predicted class c, the channel weights are the spatially averaged gradients
+w_k = mean_ij d logit_c / d h_kij, and cam = relu(sum_k w_k h_k).
+
+Normalisation: each map is divided by its own spatial mean, so it averages to 1 over the frame.
+The saliency-weighted term then has the same scale as plain MSE (a uniform map makes the two
+equal), and g1/g2 only redistribute the distortion budget towards salient positions instead of
+changing its size. A map that is zero everywhere (no positive evidence) becomes uniform (all 1).
+
+Maps are computed once per training frame, on the *full* frame resized so that its shorter side is
+224 (crops are cut from the map later, with the same box as the image), and cached on disk keyed
+by the frames' content, the backbone's weights hash and the injection split.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from fsplit_ros.datasets.frames import Frame, frames_digest
+from fsplit_ros.models import LoadedBackbone
+from fsplit_ros.splitting import SplittableModel
+
+METHOD = "gradcam-predicted-class/mean-normalised/v1"
+SALIENCY_SHORT_SIDE = 224
+
+
+def normalise_saliency(cam: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """(N,h,w) non-negative maps -> each divided by its spatial mean; all-zero maps -> ones."""
+    mean = cam.mean(dim=(-2, -1), keepdim=True)
+    return torch.where(mean > eps, cam / mean.clamp_min(eps), torch.ones_like(cam))
+
+
+def grad_cam(head: torch.nn.Module, tail: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM at the head's output for the predicted class: (N,3,H,W) -> (N,h,w), mean 1 each.
+
+    Head and tail must be in eval mode (samples then do not interact, so one backward pass of the
+    summed class scores gives every sample's own gradient)."""
+    with torch.no_grad():
+        h = head(x)
+    h = h.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = tail(h)
+        predicted = logits.argmax(dim=1, keepdim=True)
+        score = logits.gather(1, predicted).sum()
+        (grad,) = torch.autograd.grad(score, h)
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * h.detach()).sum(dim=1))
+    return normalise_saliency(cam)
+
+
+def resize_short_side(rgb: np.ndarray, short: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = short / min(h, w)
+    size = (max(short, round(w * scale)), max(short, round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return cv2.resize(rgb, size, interpolation=interp)
+
+
+def compute_saliency(frames: Sequence[Frame], backbone: LoadedBackbone, injection_split: int,
+                     batch_size: int = 16, device: str | torch.device = "cpu",
+                     progress: bool = False) -> list[torch.Tensor]:
+    """One Grad-CAM map per frame (CPU float32, feature resolution of the short-side-224 frame,
+    e.g. 28x37 for a 4:3 frame). Frames of equal shape are batched together."""
+    # A private channels-last copy (much faster depthwise convolutions on CPU; caller's model untouched).
+    frozen = copy.deepcopy(backbone.model).eval().requires_grad_(False)
+    split = SplittableModel(frozen.to(device, memory_format=torch.channels_last))
+    head, tail = split.head(injection_split), split.tail(injection_split)
+    mean = torch.tensor(backbone.data_config["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.data_config["std"], device=device).view(1, 3, 1, 1)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, f in enumerate(frames):
+        groups[f.rgb.shape].append(i)
+    batches = [idx[k:k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
+    maps: list[torch.Tensor | None] = [None] * len(frames)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(frames), desc="saliency (Grad-CAM)", unit="frame")
+    # cuDNN autotuning would re-benchmark every layer for each of the many distinct frame shapes
+    # (seconds per still image); the default heuristics are fast enough for one pass.
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
+                                    deterministic=torch.backends.cudnn.deterministic):
+        for batch in batches:
+            _saliency_batch(frames, batch, head, tail, mean, std, device, maps)
+            if bar:
+                bar.update(len(batch))
+    if bar:
+        bar.close()
+    return maps  # type: ignore[return-value]
+
+
+def _saliency_batch(frames, batch, head, tail, mean, std, device, maps) -> None:
+    """Grad-CAM for frames[batch] (all of one shape), written into maps[batch]."""
+    rgb = np.stack([resize_short_side(frames[i].rgb, SALIENCY_SHORT_SIDE) for i in batch])
+    x = torch.from_numpy(rgb).to(device).permute(0, 3, 1, 2).float().div_(255.0)   # NHWC memory
+    cams = grad_cam(head, tail, (x - mean) / std).cpu()
+    for i, cam in zip(batch, cams):
+        maps[i] = cam.contiguous()
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fsplit_ros" / "saliency"
+
+
+def saliency_cache_key(frames: Sequence[Frame], backbone: LoadedBackbone, injection_split: int) -> str:
+    h = hashlib.sha256()
+    for part in (METHOD, str(SALIENCY_SHORT_SIDE), backbone.weights_hash, str(injection_split),
+                 frames_digest(frames)):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:24]
+
+
+def cached_saliency(frames: Sequence[Frame], backbone: LoadedBackbone, injection_split: int,
+                    cache_dir: str | Path | None = None, batch_size: int = 16,
+                    device: str | torch.device = "cpu", progress: bool = False
+                    ) -> tuple[list[torch.Tensor], Path, bool]:
+    """Saliency maps for `frames`, from the cache if this exact corpus/backbone/split was computed
+    before. Returns (maps, cache file, whether it was a cache hit)."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = saliency_cache_key(frames, backbone, injection_split)
+    path = cache_dir / f"{backbone.name}-split{injection_split}-{key}.pt"
+    if path.is_file():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob.get("key") == key and len(blob.get("maps", [])) == len(frames):
+                return list(blob["maps"]), path, True
+        except Exception:   # a truncated/foreign file is recomputed, never trusted
+            pass
+    maps = compute_saliency(frames, backbone, injection_split, batch_size, device, progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"key": key, "method": METHOD, "backbone": backbone.name,
+                "weights_hash": backbone.weights_hash, "injection_split": injection_split,
+                "maps": maps}, tmp)
+    tmp.replace(path)
+    return maps, path, False

@@ -1,0 +1,487 @@
+"""FrankenSplit head distillation: train g_a, g_s and the factorized prior against a frozen backbone.
+
+For a batch x:  h = head(x) (teacher, frozen)   h~, p = bottleneck(x) (noise-relaxed rounding)
+    D    = g1 * mean((h - h~)^2) + g2 * mean(s * (h - h~)^2)      s: Grad-CAM map, mean 1 per frame
+    R    = sum(-log2 p) / (N * H * W)                              bits per *input pixel* (bpp)
+    loss = D + beta * R
+beta's unit is therefore "feature MSE per bpp"; bits per image = R * H * W (50176 at 224x224).
+The entropy model's quantiles are fitted by CompressAI's auxiliary loss with their own optimizer.
+
+Runs are reproducible (fixed seeds; every augmentation is a pure function of (seed, sample
+position)) and resumable (trainer state every `checkpoint_every` steps, global RNG included).
+At the end the CDF tables are computed once on the CPU and the checkpoint is written with
+save_bottleneck(); held-out frames are then coded for real to measure the rate point.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shlex
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import compressai
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from fsplit_ros.bottleneck import BottleneckConfig, FrankenSplitBottleneck, save_bottleneck
+from fsplit_ros.datasets.frames import (Augmentation, Frame, FrameDataset, FrameSource,
+                                        check_disjoint, default_corpus, load_frames,
+                                        sources_from_paths)
+from fsplit_ros.models import LoadedBackbone, load_backbone
+from fsplit_ros.splitting import SplittableModel
+from fsplit_ros.training.config import TrainConfig
+from fsplit_ros.training.saliency import cached_saliency
+
+STATE_FORMAT = "fsplit-train-state/1"
+
+
+class TrainingStateError(RuntimeError):
+    """A run directory's saved state does not fit this run; the message says what to do."""
+
+
+# --- setup --------------------------------------------------------------------------------------
+
+def resolve_bottleneck_config(cfg: TrainConfig, backbone: LoadedBackbone) -> BottleneckConfig:
+    """Bottleneck architecture for `cfg`: injection split and target shape default to what the
+    backbone has there; explicit values in the config must agree with it."""
+    split = cfg.injection_split if cfg.injection_split is not None else backbone.spec.injection_split
+    size = backbone.input_size
+    head = SplittableModel(backbone.model).head(split)
+    with torch.no_grad():
+        shape = tuple(head(torch.zeros(1, 3, size, size, device=_model_device(backbone))).shape)
+    if len(shape) != 4 or shape[-1] == 0 or size % shape[-1]:
+        raise ValueError(f"split {split} of {backbone.name} gives {shape}: FrankenSplit needs a "
+                         f"convolutional feature map (N,C,H,W) at the injection point")
+    channels, stride = shape[1], size // shape[-1]
+    if cfg.target_channels is not None and cfg.target_channels != channels:
+        raise ValueError(f"target_channels={cfg.target_channels}, but split {split} of {backbone.name} "
+                         f"has {channels} channels {shape}: fix the config or leave it unset")
+    if cfg.target_stride is not None and cfg.target_stride != stride:
+        raise ValueError(f"target_stride={cfg.target_stride}, but split {split} of {backbone.name} has "
+                         f"stride {stride}: fix the config or leave it unset")
+    return BottleneckConfig(backbone=backbone.name, injection_split=split, target_channels=channels,
+                            target_stride=stride, input_size=size,
+                            latent_channels=cfg.latent_channels, encoder_channels=cfg.encoder_channels,
+                            decoder_channels=cfg.decoder_channels)
+
+
+def _model_device(backbone: LoadedBackbone) -> torch.device:
+    return next(backbone.model.parameters()).device
+
+
+@dataclass
+class TrainingData:
+    """Decoded frames (CPU, uint8) and their saliency maps, shared by every beta of a sweep."""
+    train_sources: list[FrameSource]
+    heldout_sources: list[FrameSource]
+    train_frames: list[Frame]
+    heldout_frames: list[Frame]
+    saliency: list[torch.Tensor] | None = None
+    saliency_cache: Path | None = None
+    saliency_seconds: float = 0.0
+
+
+def prepare_data(cfg: TrainConfig, backbone: LoadedBackbone, injection_split: int,
+                 progress: bool = True) -> TrainingData:
+    """Sources (the config's or the default corpus), decoded frames, and (if used) saliency."""
+    if cfg.train_sources is None or cfg.heldout_sources is None:
+        default_train, default_heldout = default_corpus(cfg.every_kth_frame, cfg.frames_per_video,
+                                                        cfg.heldout_every_kth_frame)
+    train = (sources_from_paths(cfg.train_sources, cfg.every_kth_frame, cfg.frames_per_video)
+             if cfg.train_sources is not None else default_train)
+    heldout = (sources_from_paths(cfg.heldout_sources, cfg.heldout_every_kth_frame, cfg.frames_per_video)
+               if cfg.heldout_sources is not None else default_heldout)
+    check_disjoint(train, heldout)
+    train_frames = load_frames(train, cfg.max_short_side, progress)
+    heldout_frames = load_frames(heldout, cfg.max_short_side, progress) if heldout else []
+    heldout_files = {s.file_key for s in heldout}
+    leaked = [f.source for f in train_frames if f.source in heldout_files]
+    if leaked:   # cannot happen after check_disjoint; a guard against future source kinds
+        raise RuntimeError(f"held-out file {leaked[0]} produced training frames")
+    data = TrainingData(train, heldout, train_frames, heldout_frames)
+    if cfg.uses_saliency:
+        t0 = time.perf_counter()
+        data.saliency, data.saliency_cache, hit = cached_saliency(
+            train_frames, backbone, injection_split, cfg.cache_dir, device=cfg.device, progress=progress)
+        data.saliency_seconds = time.perf_counter() - t0
+        if progress:
+            print(f"saliency maps: {'cached' if hit else 'computed'} {data.saliency_cache} "
+                  f"({data.saliency_seconds:.1f} s)", file=sys.stderr)
+    return data
+
+
+class StepBatches(Sampler):
+    """Batches of (frame index, augmentation seed) for steps [start, stop).
+
+    The sample stream is a concatenation of per-epoch permutations seeded by (seed, epoch); batch s
+    takes stream positions [s*B, (s+1)*B). Batch s is the same whether or not the run was resumed."""
+
+    def __init__(self, num_frames: int, batch_size: int, seed: int, start: int, stop: int):
+        self.n, self.batch, self.seed, self.start, self.stop = num_frames, batch_size, seed, start, stop
+        self._epoch, self._perm = -1, None
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+        return self._perm
+
+    def batch_for_step(self, step: int) -> list[tuple[int, int]]:
+        out = []
+        for position in range(step * self.batch, (step + 1) * self.batch):
+            epoch, k = divmod(position, self.n)
+            sample_seed = (self.seed * 0x9E3779B97F4A7C15 + position) % (2 ** 63)
+            out.append((int(self._permutation(epoch)[k]), sample_seed))
+        return out
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.stop):
+            yield self.batch_for_step(step)
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Learning-rate multiplier at `step` (a pure function of the step, so resuming needs no
+    scheduler state; resuming with a larger --steps stretches the remaining cosine)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def split_parameters(model: torch.nn.Module) -> tuple[list, list]:
+    """(main, aux): the entropy bottleneck's quantiles are fitted by the aux loss only (CompressAI)."""
+    main, aux = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (aux if name.endswith("quantiles") else main).append(p)
+    return main, aux
+
+
+def beta_tag(beta: float) -> str:
+    return f"beta{beta:g}"
+
+
+# --- the trainer --------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    beta: float
+    checkpoint: Path
+    log: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+    model: FrankenSplitBottleneck | None = None
+
+
+class BottleneckTrainer:
+    """Trains one bottleneck (one beta). Files under cfg.output_dir():
+    <backbone>_bottleneck_<beta>.pt (the checkpoint), <beta>/state.pt (for --resume),
+    <beta>/log.jsonl (training log) and summary.json (one rate point per beta)."""
+
+    def __init__(self, cfg: TrainConfig, beta: float, backbone: LoadedBackbone, data: TrainingData,
+                 bottleneck_config: BottleneckConfig | None = None, command: str | None = None,
+                 progress: bool = True):
+        self.cfg, self.beta, self.backbone, self.data = cfg, float(beta), backbone, data
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device '{cfg.device}' requested but CUDA is not available: use "
+                               f"device: cpu (or --device cpu)")
+        self.bcfg = bottleneck_config or resolve_bottleneck_config(cfg, backbone)
+        self.command = command if command is not None else shlex.join(sys.argv)
+        self.progress = progress
+        self.out_dir = cfg.output_dir()
+        self.run_dir = self.out_dir / beta_tag(self.beta)
+        self.state_path = self.run_dir / "state.pt"
+        self.checkpoint_path = self.out_dir / f"{backbone.name}_bottleneck_{beta_tag(self.beta)}.pt"
+        # A private copy of the frozen backbone: moving it to the device and to channels-last
+        # (7x faster depthwise convolutions on CPU) must not change the caller's model.
+        frozen = copy.deepcopy(backbone.model).eval().requires_grad_(False)
+        split = SplittableModel(frozen.to(self.device, memory_format=torch.channels_last))
+        self.teacher = split.head(self.bcfg.injection_split)
+        self.tail = split.tail(self.bcfg.injection_split)
+        self.g1, self.g2 = cfg.effective_gammas
+        if self.g2 > 0 and data.saliency is None:
+            raise ValueError("g2 > 0 needs saliency maps: prepare the data with saliency enabled")
+        mean, std = backbone.data_config["mean"], backbone.data_config["std"]
+        self.train_set = FrameDataset(data.train_frames, mean, std, self.bcfg.input_size, augment=True,
+                                      saliency=data.saliency if self.g2 > 0 else None,
+                                      saliency_size=self.bcfg.input_size // self.bcfg.target_stride,
+                                      augmentation=Augmentation(crop_scale=cfg.crop_scale))
+        crop_pct = float(backbone.data_config.get("crop_pct", 0.875))
+        self.heldout_set = FrameDataset(data.heldout_frames, mean, std, self.bcfg.input_size,
+                                        augment=False, crop_pct=crop_pct)
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def _new_model(self) -> FrankenSplitBottleneck:
+        torch.manual_seed(self.cfg.seed)   # every beta starts from the same initialisation
+        return FrankenSplitBottleneck(self.bcfg).to(self.device, memory_format=torch.channels_last)
+
+    def _save_state(self, model, opt, aux_opt, step, log, evals, seconds):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = {"format": STATE_FORMAT, "step": step, "beta": self.beta,
+                 "bottleneck_config": self.bcfg.to_dict(), "config": self.cfg.to_dict(),
+                 "model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "aux_optimizer": aux_opt.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                 "log": log, "evals": evals, "seconds": seconds}
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.state_path)
+        with open(self.run_dir / "log.jsonl", "w") as fh:
+            for row in log + evals:
+                fh.write(json.dumps(row) + "\n")
+
+    def _load_state(self, model, opt, aux_opt) -> tuple[int, list, list, float]:
+        state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        if state.get("format") != STATE_FORMAT:
+            raise TrainingStateError(f"{self.state_path} is not an fsplit training state")
+        if state["bottleneck_config"] != self.bcfg.to_dict() or state["beta"] != self.beta:
+            raise TrainingStateError(
+                f"{self.state_path} belongs to another run (beta {state['beta']}, "
+                f"{state['bottleneck_config']}): resume with the same config, or use another --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        aux_opt.load_state_dict(state["aux_optimizer"])
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        return state["step"], state["log"], state["evals"], state["seconds"]
+
+    # -- training --------------------------------------------------------------------------------
+
+    def losses(self, model, batch) -> dict[str, torch.Tensor]:
+        x = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            h = self.teacher(x)
+        h_tilde, likelihoods = model(x)
+        sq = (h - h_tilde).pow(2)
+        mse = sq.mean()
+        out = {"mse": mse}
+        distortion = self.g1 * mse
+        if self.g2 > 0:
+            s = batch["saliency"].to(self.device, non_blocking=True).unsqueeze(1)   # (N,1,h,w)
+            out["saliency_mse"] = (s * sq).mean()
+            distortion = distortion + self.g2 * out["saliency_mse"]
+        n, _, height, width = x.shape
+        bits = -torch.log2(likelihoods).sum() / n
+        out.update(distortion=distortion, bits_per_image=bits, bpp=bits / (height * width))
+        out["loss"] = distortion + self.beta * out["bpp"]
+        return out
+
+    def train(self, resume: bool = False) -> TrainResult:
+        cfg = self.cfg
+        model = self._new_model().train()
+        main_params, aux_params = split_parameters(model)
+        opt = torch.optim.Adam(main_params, lr=cfg.lr)
+        aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+        step, log, evals, seconds = 0, [], [], 0.0
+        torch.manual_seed(cfg.seed + 1)   # noise of the rounding relaxation
+        if self.state_path.is_file():
+            if not resume:
+                raise TrainingStateError(
+                    f"{self.state_path} exists from an earlier run: pass --resume to continue it "
+                    f"(it trains up to --steps), or choose another --out")
+            step, log, evals, seconds = self._load_state(model, opt, aux_opt)
+            if step >= cfg.steps and self.checkpoint_path.is_file():
+                self._say(f"beta {self.beta:g}: already trained to step {step} -> {self.checkpoint_path}")
+                return TrainResult(self.beta, self.checkpoint_path, log, evals)
+            self._say(f"beta {self.beta:g}: resuming at step {step} of {cfg.steps}")
+        elif resume:
+            self._say(f"beta {self.beta:g}: nothing to resume in {self.run_dir}; starting fresh")
+
+        sampler = StepBatches(len(self.train_set), cfg.batch_size, cfg.seed, step, cfg.steps)
+        loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=cfg.workers,
+                            pin_memory=self.device.type == "cuda",
+                            prefetch_factor=4 if cfg.workers else None,
+                            # its own generator: creating the loader must not consume the global
+                            # RNG (the rounding noise), or a resumed run would differ
+                            generator=torch.Generator().manual_seed(cfg.seed))
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.steps, initial=step, desc=f"beta {self.beta:g}", unit="step",
+                       dynamic_ncols=True)
+        sums: dict[str, float] = {}
+        count = 0
+        t_start = time.perf_counter() - seconds
+        for batch in loader:
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg, step)
+            terms = self.losses(model, batch)
+            if not torch.isfinite(terms["loss"]):
+                raise FloatingPointError(f"loss is {terms['loss'].item()} at step {step}: lower lr "
+                                         f"or check the data")
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if cfg.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(main_params, cfg.clip_grad_norm)
+            opt.step()
+            aux = model.aux_loss()
+            aux_opt.zero_grad(set_to_none=True)
+            aux.backward()
+            aux_opt.step()
+            step += 1
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            sums["aux_loss"] = sums.get("aux_loss", 0.0) + float(aux.detach())
+            count += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {"step": step, **{k: v / count for k, v in sums.items()},
+                       "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t_start}
+                log.append(row)
+                sums, count = {}, 0
+                if bar:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", mse=f"{row['mse']:.4f}",
+                                    bits=f"{row['bits_per_image']:.0f}")
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and self.data.heldout_frames:
+                evals.append({"step": step, **self.evaluate(model, limit=cfg.eval_frames)})
+                model.train()
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                self._save_state(model, opt, aux_opt, step, log, evals, time.perf_counter() - t_start)
+            if bar:
+                bar.update(1)
+        if bar:
+            bar.close()
+        seconds = time.perf_counter() - t_start
+        if step < cfg.steps:
+            raise RuntimeError(f"the data loader stopped at step {step} of {cfg.steps}")
+        return self._finish(model, step, log, evals, seconds)
+
+    def _finish(self, model, step, log, evals, seconds) -> TrainResult:
+        """Tables on the CPU, checkpoint, then the real rate point on the held-out frames."""
+        # The deployed layout: a model loaded from the checkpoint must compute the very same z.
+        model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+        if self.cfg.refine_quantiles:
+            model.entropy_bottleneck.update(force=True, update_quantiles=True)
+        model.update_tables()
+        model.requires_grad_(False)
+        final_eval = self.evaluate(model, real_coding=True) if self.data.heldout_frames else {}
+        metadata = self.metadata(step, seconds, log, final_eval)
+        save_bottleneck(model, self.checkpoint_path, metadata)
+        self._update_summary(metadata)
+        self._say(f"beta {self.beta:g}: {step} steps in {seconds:.0f} s -> {self.checkpoint_path}"
+                  + (f"  held-out: {final_eval['bytes_per_image']:.0f} B/image, mse "
+                     f"{final_eval['mse']:.4f}, top-1 agreement {final_eval['top1_agreement']:.2f}"
+                     if final_eval else ""))
+        return TrainResult(self.beta, self.checkpoint_path, log, evals, metadata, model)
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, model: FrankenSplitBottleneck, limit: int | None = None,
+                 real_coding: bool = False, batch_size: int = 16) -> dict:
+        """Held-out centre crops (the deployed preprocessing). Rate: estimated from the prior at
+        hard rounding, and with real_coding the actual rANS bytes; distortion: feature MSE of the
+        decoded h~; top1_agreement: how often tail(h~) predicts the backbone's own class."""
+        model.eval()
+        device = next(model.parameters()).device
+        teacher = self.teacher.to(device)
+        tail = self.tail.to(device)
+        n = len(self.heldout_set)
+        indices = list(range(n)) if not limit or limit >= n else \
+            torch.linspace(0, n - 1, limit).round().long().tolist()
+        totals = {"mse": 0.0, "bits_estimated": 0.0, "bytes": 0.0, "agree": 0.0}
+        for k in range(0, len(indices), batch_size):
+            x = torch.stack([self.heldout_set[i]["image"] for i in indices[k:k + batch_size]]).to(device)
+            h = teacher(x)
+            if real_coding:
+                strings, latent_shape = model.compress(x)
+                h_tilde = model.decompress(strings, latent_shape)
+                totals["bytes"] += sum(len(s) for s in strings)
+                _, likelihoods = model(x)
+            else:
+                h_tilde, likelihoods = model(x)
+            totals["bits_estimated"] += float(-torch.log2(likelihoods).sum())
+            totals["mse"] += float((h - h_tilde).pow(2).mean(dim=(1, 2, 3)).sum())
+            totals["agree"] += float((tail(h_tilde).argmax(1) == tail(h).argmax(1)).sum())
+        m = len(indices)
+        out = {"frames": m, "mse": totals["mse"] / m, "bits_estimated": totals["bits_estimated"] / m,
+               "top1_agreement": totals["agree"] / m}
+        if real_coding:
+            out["bytes_per_image"] = totals["bytes"] / m
+            out["bits_per_image"] = 8 * totals["bytes"] / m
+        return out
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def metadata(self, step: int, seconds: float, log: list[dict], final_eval: dict) -> dict:
+        cfg, data = self.cfg, self.data
+        last = log[-1] if log else {}
+        return {
+            "backbone": self.backbone.name, "backbone_weights_hash": self.backbone.weights_hash,
+            "injection_split": self.bcfg.injection_split, "beta": self.beta,
+            "beta_unit": "feature MSE per bit per input pixel (R in bpp)",
+            "gammas": list(self.cfg.effective_gammas), "saliency": self.g2 > 0,
+            "steps": step, "seconds": round(seconds, 1), "batch_size": cfg.batch_size, "lr": cfg.lr,
+            "aux_lr": cfg.aux_lr, "lr_schedule": cfg.lr_schedule, "seed": cfg.seed, "device": cfg.device,
+            "train_sources": [s.describe() for s in data.train_sources],
+            "heldout_sources": [s.describe() for s in data.heldout_sources],
+            "frames": {"train": len(data.train_frames), "heldout": len(data.heldout_frames)},
+            "final_train": {k: last[k] for k in ("loss", "mse", "bpp", "bits_per_image") if k in last},
+            "heldout": final_eval,
+            "torch": torch.__version__, "compressai": compressai.__version__, "command": self.command,
+        }
+
+    def _update_summary(self, metadata: dict) -> None:
+        path = self.out_dir / "summary.json"
+        rows = json.loads(path.read_text()) if path.is_file() else []
+        rows = [r for r in rows if r.get("beta") != self.beta]
+        rows.append({"beta": self.beta, "checkpoint": self.checkpoint_path.name,
+                     "steps": metadata["steps"], "gammas": metadata["gammas"],
+                     **{f"heldout_{k}": v for k, v in metadata["heldout"].items()}})
+        path.write_text(json.dumps(sorted(rows, key=lambda r: r["beta"]), indent=2) + "\n")
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            print(text, file=sys.stderr)
+
+
+# --- sweeps -------------------------------------------------------------------------------------
+
+def train_sweep(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+                command: str | None = None, backbone: LoadedBackbone | None = None
+                ) -> list[TrainResult]:
+    """Train one checkpoint per beta in cfg.betas (shared backbone, frames and saliency)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{cfg.device}' requested but CUDA is not available: use --device cpu")
+    backbone = backbone or load_backbone(cfg.backbone, cfg.weights)
+    if backbone.name != cfg.backbone and backbone.spec.timm_name != cfg.backbone:
+        warnings.warn(f"config backbone '{cfg.backbone}' but '{backbone.name}' was passed in")
+    bcfg = resolve_bottleneck_config(cfg, backbone)
+    data = prepare_data(cfg, backbone, bcfg.injection_split, progress)
+    if cfg.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True   # fixed training shapes from here on
+    if progress:
+        print(f"training {backbone.name} bottleneck at split {bcfg.injection_split} "
+              f"({bcfg.target_channels}x{bcfg.input_size // bcfg.target_stride}^2): "
+              f"{len(data.train_frames)} training frames from {len(data.train_sources)} files, "
+              f"{len(data.heldout_frames)} held-out frames; betas {cfg.betas}", file=sys.stderr)
+    return [BottleneckTrainer(cfg, beta, backbone, data, bcfg, command, progress).train(resume)
+            for beta in cfg.betas]
+
+
+def train_bottleneck(cfg: TrainConfig, beta: float | None = None, resume: bool = False,
+                     progress: bool = True, command: str | None = None) -> Path:
+    """Train a single bottleneck (beta, or the config's first) and return its checkpoint path."""
+    cfg = cfg.replace(betas=[beta if beta is not None else cfg.betas[0]])
+    return train_sweep(cfg, resume, progress, command)[0].checkpoint
+
+
+__all__: Sequence[str] = ["BottleneckTrainer", "StepBatches", "TrainResult", "TrainingData",
+                          "TrainingStateError", "beta_tag", "lr_factor", "prepare_data",
+                          "resolve_bottleneck_config", "split_parameters", "train_bottleneck",
+                          "train_sweep"]
