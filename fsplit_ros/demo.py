@@ -146,6 +146,10 @@ def main(argv=None) -> int:
     summary = write_report(out, events, trace, t0, link is not None, args)
     print(json.dumps({k: summary[k] for k in ("link", "delivered_fps", "latency_ms", "bytes_per_frame_by_mode",
                                               "time_in_mode_s")}, indent=1))
+    if "detections" in {e["topic"] for e in events}:
+        from fsplit_ros.evaluation.detection_frames import draw_detections
+        framed = draw_detections(out / "bag", out / "detections.png")
+        print(f"[demo] {framed} recorded frames with detections; drawn: {out / 'detections.png'}")
     print(f"[demo] report: {out / 'report.png'}, {out / 'summary.json'}, bag {out / 'bag'}")
     return 0
 

@@ -18,7 +18,8 @@ CORE_MODULES = ["fsplit_ros", "fsplit_ros.payload", "fsplit_ros.codecs", "fsplit
                 "fsplit_ros.profiling", "fsplit_ros.imaging", "fsplit_ros.linkemu", "fsplit_ros.process_graph",
                 "fsplit_ros.evaluation.bag_types", "fsplit_ros.evaluation.bag_report",
                 "fsplit_ros.evaluation.rate_accuracy", "fsplit_ros.cli.profile", "fsplit_ros.cli.eval_bag",
-                "fsplit_ros.cli.evaluate", "fsplit_ros.demo", "fsplit_ros.detection"]
+                "fsplit_ros.cli.evaluate", "fsplit_ros.demo", "fsplit_ros.detection",
+                "fsplit_ros.evaluation.detection_frames"]
 BLOCKER = textwrap.dedent("""
     import sys
     class BlockRos:
