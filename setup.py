@@ -23,10 +23,11 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"bags": ["rosbags>=0.10"], "test": ["pytest"]},
+    extras_require={"bags": ["rosbags>=0.10"], "test": ["pytest", "hypothesis"]},
     entry_points={
         "console_scripts": [
             "fsplit-profile=fsplit_ros.cli.profile:main",
+            "fsplit-train=fsplit_ros.cli.train:main",
             "fsplit-eval=fsplit_ros.cli.evaluate:main",
             "fsplit-eval-bag=fsplit_ros.cli.eval_bag:main",
         ],

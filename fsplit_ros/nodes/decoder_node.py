@@ -13,6 +13,7 @@ import time
 from collections import deque
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 import torch
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -87,7 +88,7 @@ class RobotLink:
     def on_feature(self, raw: bytes):
         limit = self.node.p["max_payload_bytes"] + MAX_METADATA_BYTES
         if len(raw) > limit:
-            self.node.reject_unread(self, len(raw), f"oversized: message of {len(raw)} bytes exceeds "
+            self.node.reject_unread(self, len(raw), "oversized", f"message of {len(raw)} bytes exceeds "
                                     f"max_payload_bytes={self.node.p['max_payload_bytes']} (+ metadata)")
             return
         self.node.enqueue(self, deserialize_message(raw, CompressedFeature))
@@ -141,18 +142,18 @@ class DecoderNode(Node):
         """Rejected frames per PayloadError kind."""
         return self.rejections.counts
 
-    def _log_rejection(self, robot: RobotLink, seq: int, kind: str, message: str):
+    def _log_rejection(self, robot: RobotLink, what: str, kind: str, message: str):
         suffix = self.rejections.note(kind)
         if suffix is not None:
-            self.get_logger().error(f"dropped frame {seq} from {robot.name}: {kind}: {message}{suffix}")
+            self.get_logger().error(f"dropped {what} from {robot.name}: {kind}: {message}{suffix}")
 
-    def reject_unread(self, robot: RobotLink, size: int, error: str):
+    def reject_unread(self, robot: RobotLink, size: int, kind: str, message: str):
         """A message refused before deserialization: no header or seq to answer with, but the
         robot's link monitor still learns that the edge is up and refusing its frames."""
-        self._log_rejection(robot, 0, "oversized", error)
-        robot.feedback_pub.publish(FrameFeedback(source=robot.name, bytes=min(size, 2**32 - 1),
-                                                 received_stamp=wall_time_msg(), finished_stamp=wall_time_msg(),
-                                                 ok=False, error=error[:500]))
+        self._log_rejection(robot, "an unread message", kind, message)
+        now = wall_time_msg()
+        robot.feedback_pub.publish(FrameFeedback(source=robot.name, bytes=min(size, 2**32 - 1), received_stamp=now,
+                                                 finished_stamp=now, ok=False, error=f"{kind}: {message}"[:500]))
 
     def note_bad_probe(self, robot: RobotLink, size: int):
         if self.bad_probes.note("oversized") is not None:
@@ -216,7 +217,7 @@ class DecoderNode(Node):
             robot.feedback_pub.publish(self._feedback(robot, msg, received, finished, edge_time,
                                                       len(decoded), ok=True))
         for robot, received, msg, exc in failed:
-            self._log_rejection(robot, msg.seq, exc.kind, str(exc))
+            self._log_rejection(robot, f"frame {msg.seq}", exc.kind, str(exc))
             robot.feedback_pub.publish(self._feedback(robot, msg, received, finished, edge_time,
                                                       len(decoded), ok=False, error=f"{exc.kind}: {exc}"))
 
@@ -241,7 +242,7 @@ def main(args=None):
     try:
         node = DecoderNode()
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C / SIGTERM: a clean stop
         pass
     finally:
         if node is not None:

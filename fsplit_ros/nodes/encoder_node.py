@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 import torch
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -172,7 +173,7 @@ def main(args=None):
     try:
         node = EncoderNode()
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C / SIGTERM: a clean stop
         pass
     finally:
         if node is not None:

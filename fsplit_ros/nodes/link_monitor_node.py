@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -111,6 +112,9 @@ class LinkMonitorNode(Node):
             self.rejections += 1
             error = fb.error[:300]               # the edge's text: never log an unbounded string
             kind = error.split(":", 1)[0]
+            if not re.fullmatch(r"\w{1,32}", kind) or (kind not in self.rejections_by_kind
+                                                       and len(self.rejections_by_kind) >= 32):
+                kind = "other"                   # the edge names the kinds: keep the table bounded
             self.rejections_by_kind[kind] = self.rejections_by_kind.get(kind, 0) + 1
             self.last_rejection = error
             self.estimator.add_rtt(0.0, now)   # the edge answered: the link is up
@@ -229,7 +233,7 @@ def main(args=None):
     try:
         node = LinkMonitorNode()
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C / SIGTERM: a clean stop
         pass
     finally:
         if node is not None:

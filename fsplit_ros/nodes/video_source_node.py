@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import cv2
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from cv_bridge import CvBridge
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -66,7 +67,7 @@ def main(args=None):
     try:
         node = VideoSourceNode()
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C / SIGTERM: a clean stop
         pass
     finally:
         if node is not None:
