@@ -43,6 +43,11 @@ def link():
 
 @pytest.mark.root
 @pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "KNOWN BUG (issue #5, open): at <= 1 Mbit/s the link monitor can flap back to a large-payload mode. "
+    "Small payloads (split@19, ~1 kB) pass inside the tc token bucket's burst, their transfer time looks "
+    "~0 and the rate estimate spikes. Passes in most runs; the fix (burst-aware estimation, probing while "
+    "payloads are small) is not done yet."))
 def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
     from fsplit_ros.cli.profile import sample_frames
     from fsplit_ros.runtime import Deployment
