@@ -17,8 +17,10 @@ import argparse
 import shlex
 import sys
 
+from fsplit_ros.datasets.frames import FrameSourceError
+from fsplit_ros.models.weights import WeightsNotFound
 from fsplit_ros.training.config import load_config
-from fsplit_ros.training.trainer import train_sweep
+from fsplit_ros.training.trainer import TrainingStateError, train_sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plain feature MSE (FS-FP): no Grad-CAM weighting")
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--lr", type=float)
+    ap.add_argument("--lr-schedule", choices=["cosine", "constant"],
+                    help="cosine decay over --steps (resuming with more steps stretches it) or constant")
     ap.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--workers", type=int, help="data loader processes")
@@ -55,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fsplit-train: {exc}", file=sys.stderr)
         return 2
     command = shlex.join(["fsplit-train", *(sys.argv[1:] if argv is None else argv)])
-    results = train_sweep(cfg, resume=args.resume, progress=not args.quiet, command=command)
+    try:
+        results = train_sweep(cfg, resume=args.resume, progress=not args.quiet, command=command)
+    except (TrainingStateError, FrameSourceError, WeightsNotFound) as exc:
+        print(f"fsplit-train: {exc}", file=sys.stderr)
+        return 2
     print(f"{'beta':>8} {'bytes/img':>10} {'bits/img':>9} {'held-out mse':>13} {'top-1 agree':>12}  checkpoint")
     for r in results:
         ev = r.metadata.get("heldout", {}) if r.metadata else {}

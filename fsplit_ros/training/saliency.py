@@ -11,8 +11,8 @@ equal), and g1/g2 only redistribute the distortion budget towards salient positi
 changing its size. A map that is zero everywhere (no positive evidence) becomes uniform (all 1).
 
 Maps are computed once per training frame, on the *full* frame resized so that its shorter side is
-224 (crops are cut from the map later, with the same box as the image), and cached on disk keyed
-by the frames' content, the backbone's weights hash and the injection split.
+224 (crops are cut from the map later, with the same box as the image, in relative coordinates),
+and cached on disk keyed by the frames' content, the backbone's weights hash and the split.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from fsplit_ros.datasets.frames import Frame, frames_digest
 from fsplit_ros.models import LoadedBackbone
 from fsplit_ros.splitting import SplittableModel
 
-METHOD = "gradcam-predicted-class/mean-normalised/v1"
+METHOD = "gradcam-predicted-class/mean-normalised/v2"
 SALIENCY_SHORT_SIDE = 224
 
 
@@ -59,19 +59,31 @@ def grad_cam(head: torch.nn.Module, tail: torch.nn.Module, x: torch.Tensor) -> t
     return normalise_saliency(cam)
 
 
-def resize_short_side(rgb: np.ndarray, short: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    scale = short / min(h, w)
-    size = (max(short, round(w * scale)), max(short, round(h * scale)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    return cv2.resize(rgb, size, interpolation=interp)
+def saliency_input_size(height: int, width: int, short: int = SALIENCY_SHORT_SIDE,
+                        long_multiple: int = 32) -> tuple[int, int]:
+    """(height, width) a frame is resized to for Grad-CAM: shorter side -> `short`, the longer
+    side rounded to a multiple of `long_multiple` (an aspect change of a few percent) so that frames
+    of many sizes share a few batch shapes; every new input shape costs a fresh kernel selection
+    (seconds per still image under cuDNN 9)."""
+    scale = short / min(height, width)
+
+    def snap(side):
+        return max(short, round(side * scale / long_multiple) * long_multiple)
+
+    return (short, snap(width)) if height <= width else (snap(height), short)
+
+
+def resize_for_saliency(rgb: np.ndarray) -> np.ndarray:
+    h, w = saliency_input_size(*rgb.shape[:2])
+    interp = cv2.INTER_AREA if h < rgb.shape[0] else cv2.INTER_CUBIC
+    return cv2.resize(rgb, (w, h), interpolation=interp)
 
 
 def compute_saliency(frames: Sequence[Frame], backbone: LoadedBackbone, injection_split: int,
                      batch_size: int = 16, device: str | torch.device = "cpu",
                      progress: bool = False) -> list[torch.Tensor]:
     """One Grad-CAM map per frame (CPU float32, feature resolution of the short-side-224 frame,
-    e.g. 28x37 for a 4:3 frame). Frames of equal shape are batched together."""
+    e.g. 28x36 for a 4:3 frame). Frames of equal resized shape are batched together."""
     # A private channels-last copy (much faster depthwise convolutions on CPU; caller's model untouched).
     frozen = copy.deepcopy(backbone.model).eval().requires_grad_(False)
     split = SplittableModel(frozen.to(device, memory_format=torch.channels_last))
@@ -80,7 +92,7 @@ def compute_saliency(frames: Sequence[Frame], backbone: LoadedBackbone, injectio
     std = torch.tensor(backbone.data_config["std"], device=device).view(1, 3, 1, 1)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, f in enumerate(frames):
-        groups[f.rgb.shape].append(i)
+        groups[saliency_input_size(*f.rgb.shape[:2])].append(i)
     batches = [idx[k:k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
     maps: list[torch.Tensor | None] = [None] * len(frames)
     bar = None
@@ -102,7 +114,7 @@ def compute_saliency(frames: Sequence[Frame], backbone: LoadedBackbone, injectio
 
 def _saliency_batch(frames, batch, head, tail, mean, std, device, maps) -> None:
     """Grad-CAM for frames[batch] (all of one shape), written into maps[batch]."""
-    rgb = np.stack([resize_short_side(frames[i].rgb, SALIENCY_SHORT_SIDE) for i in batch])
+    rgb = np.stack([resize_for_saliency(frames[i].rgb) for i in batch])
     x = torch.from_numpy(rgb).to(device).permute(0, 3, 1, 2).float().div_(255.0)   # NHWC memory
     cams = grad_cam(head, tail, (x - mean) / std).cpu()
     for i, cam in zip(batch, cams):

@@ -29,7 +29,8 @@ import compressai
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from fsplit_ros.bottleneck import BottleneckConfig, FrankenSplitBottleneck, save_bottleneck
+from fsplit_ros.bottleneck import (BottleneckConfig, FrankenSplitBottleneck, load_bottleneck,
+                                   save_bottleneck)
 from fsplit_ros.datasets.frames import (Augmentation, Frame, FrameDataset, FrameSource,
                                         check_disjoint, default_corpus, load_frames,
                                         sources_from_paths)
@@ -235,7 +236,8 @@ class BottleneckTrainer:
                  "model": model.state_dict(), "optimizer": opt.state_dict(),
                  "aux_optimizer": aux_opt.state_dict(), "rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-                 "log": log, "evals": evals, "seconds": seconds}
+                 "train_sources": self._train_source_names(), "log": log, "evals": evals,
+                 "seconds": seconds}
         tmp = self.state_path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.state_path)
@@ -243,8 +245,11 @@ class BottleneckTrainer:
             for row in log + evals:
                 fh.write(json.dumps(row) + "\n")
 
+    def _train_source_names(self) -> list[str]:
+        return [s.describe() for s in self.data.train_sources]
+
     def _load_state(self, model, opt, aux_opt) -> tuple[int, list, list, float]:
-        state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
         if state.get("format") != STATE_FORMAT:
             raise TrainingStateError(f"{self.state_path} is not an fsplit training state")
         if state["bottleneck_config"] != self.bcfg.to_dict() or state["beta"] != self.beta:
@@ -254,6 +259,9 @@ class BottleneckTrainer:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         aux_opt.load_state_dict(state["aux_optimizer"])
+        if state.get("train_sources") != self._train_source_names():
+            warnings.warn(f"resuming {self.state_path} with different training sources than it was "
+                          f"started with", stacklevel=3)
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
@@ -296,7 +304,8 @@ class BottleneckTrainer:
             step, log, evals, seconds = self._load_state(model, opt, aux_opt)
             if step >= cfg.steps and self.checkpoint_path.is_file():
                 self._say(f"beta {self.beta:g}: already trained to step {step} -> {self.checkpoint_path}")
-                return TrainResult(self.beta, self.checkpoint_path, log, evals)
+                model, info = load_bottleneck(self.checkpoint_path)
+                return TrainResult(self.beta, self.checkpoint_path, log, evals, info["metadata"], model)
             self._say(f"beta {self.beta:g}: resuming at step {step} of {cfg.steps}")
         elif resume:
             self._say(f"beta {self.beta:g}: nothing to resume in {self.run_dir}; starting fresh")
@@ -384,7 +393,8 @@ class BottleneckTrainer:
                  real_coding: bool = False, batch_size: int = 16) -> dict:
         """Held-out centre crops (the deployed preprocessing). Rate: estimated from the prior at
         hard rounding, and with real_coding the actual rANS bytes; distortion: feature MSE of the
-        decoded h~; top1_agreement: how often tail(h~) predicts the backbone's own class."""
+        decoded h~; top1_agreement: how often tail(h~) predicts the backbone's own class;
+        kl_divergence: KL(backbone || tail(h~)) of the class distributions, in nats (smoother)."""
         model.eval()
         device = next(model.parameters()).device
         teacher = self.teacher.to(device)
@@ -392,7 +402,7 @@ class BottleneckTrainer:
         n = len(self.heldout_set)
         indices = list(range(n)) if not limit or limit >= n else \
             torch.linspace(0, n - 1, limit).round().long().tolist()
-        totals = {"mse": 0.0, "bits_estimated": 0.0, "bytes": 0.0, "agree": 0.0}
+        totals = {"mse": 0.0, "bits_estimated": 0.0, "bytes": 0.0, "agree": 0.0, "kl": 0.0}
         for k in range(0, len(indices), batch_size):
             x = torch.stack([self.heldout_set[i]["image"] for i in indices[k:k + batch_size]]).to(device)
             h = teacher(x)
@@ -405,10 +415,12 @@ class BottleneckTrainer:
                 h_tilde, likelihoods = model(x)
             totals["bits_estimated"] += float(-torch.log2(likelihoods).sum())
             totals["mse"] += float((h - h_tilde).pow(2).mean(dim=(1, 2, 3)).sum())
-            totals["agree"] += float((tail(h_tilde).argmax(1) == tail(h).argmax(1)).sum())
+            log_p, log_q = tail(h).log_softmax(1), tail(h_tilde).log_softmax(1)
+            totals["agree"] += float((log_q.argmax(1) == log_p.argmax(1)).sum())
+            totals["kl"] += float((log_p.exp() * (log_p - log_q)).sum())
         m = len(indices)
         out = {"frames": m, "mse": totals["mse"] / m, "bits_estimated": totals["bits_estimated"] / m,
-               "top1_agreement": totals["agree"] / m}
+               "top1_agreement": totals["agree"] / m, "kl_divergence": totals["kl"] / m}
         if real_coding:
             out["bytes_per_image"] = totals["bytes"] / m
             out["bits_per_image"] = 8 * totals["bytes"] / m
@@ -419,7 +431,7 @@ class BottleneckTrainer:
     def metadata(self, step: int, seconds: float, log: list[dict], final_eval: dict) -> dict:
         cfg, data = self.cfg, self.data
         last = log[-1] if log else {}
-        return {
+        metadata = {
             "backbone": self.backbone.name, "backbone_weights_hash": self.backbone.weights_hash,
             "injection_split": self.bcfg.injection_split, "beta": self.beta,
             "beta_unit": "feature MSE per bit per input pixel (R in bpp)",
@@ -431,8 +443,12 @@ class BottleneckTrainer:
             "frames": {"train": len(data.train_frames), "heldout": len(data.heldout_frames)},
             "final_train": {k: last[k] for k in ("loss", "mse", "bpp", "bits_per_image") if k in last},
             "heldout": final_eval,
-            "torch": torch.__version__, "compressai": compressai.__version__, "command": self.command,
+            "torch": str(torch.__version__), "compressai": str(compressai.__version__),
+            "command": self.command,
         }
+        # Plain JSON types only: load_bottleneck reads with weights_only=True, which refuses any
+        # other class (torch.__version__ alone is a TorchVersion, not a str).
+        return json.loads(json.dumps(metadata, default=str))
 
     def _update_summary(self, metadata: dict) -> None:
         path = self.out_dir / "summary.json"
