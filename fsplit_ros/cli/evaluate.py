@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from fsplit_ros.datasets.frames import default_corpus, load_frames
-from fsplit_ros.evaluation.rate_accuracy import evaluate, plot, targets
+from fsplit_ros.evaluation.rate_accuracy import (JPEG_WEBP_QUALITIES, SPLIT_CODECS, TrainedOnHeldOut,
+                                                 evaluate, plot, targets)
 
 
 def main(argv=None) -> int:
@@ -22,6 +23,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--max-frames", type=int, default=0, help="cap on held-out video frames (0 = all)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--qualities", type=int, nargs="+", default=list(JPEG_WEBP_QUALITIES),
+                    help="JPEG/WebP qualities of the image baselines")
+    ap.add_argument("--split-codecs", nargs="+", default=list(SPLIT_CODECS),
+                    help="tensor codecs of the raw split-tensor baselines")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -38,7 +43,13 @@ def main(argv=None) -> int:
     import cv2
     photos = [(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), label)
               for p, label in labelled_imagenet_photos() if str(p) in photo_paths]
-    rows, info = evaluate(args.backbone, [Path(c) for c in args.checkpoints], frames, photos)
+    try:
+        rows, info = evaluate(args.backbone, [Path(c) for c in args.checkpoints], frames, photos,
+                              qualities=args.qualities, split_codecs=args.split_codecs,
+                              heldout_names=[s.path.name for s in heldout])
+    except (TrainedOnHeldOut, ValueError, OSError) as exc:
+        print(f"fsplit-eval: {exc}", file=sys.stderr)
+        return 2
     summary = {"command": " ".join(["fsplit-eval", *(sys.argv[1:] if argv is None else argv)]),
                "backbone": args.backbone, "heldout_sources": [s.describe() for s in heldout],
                **info, "targets": targets(rows), "rows": [r.to_dict() for r in rows]}

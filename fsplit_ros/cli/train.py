@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float)
     ap.add_argument("--lr-schedule", choices=["cosine", "constant"],
                     help="cosine decay over --steps (resuming with more steps stretches it) or constant")
+    ap.add_argument("--init-from", metavar="CHECKPOINT",
+                    help="start every beta from this bottleneck checkpoint (warm-started sweep)")
     ap.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--workers", type=int, help="data loader processes")

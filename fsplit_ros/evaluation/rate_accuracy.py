@@ -23,6 +23,20 @@ JPEG_WEBP_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 SPLIT_CODECS = ("fp16+zlib", "uint8-channel", "uint8-channel+zlib")
 
 
+class TrainedOnHeldOut(ValueError):
+    """A checkpoint's training sources include a file of the evaluation's held-out set."""
+
+
+def check_not_trained_on(checkpoint: Path, metadata: dict, heldout_names) -> None:
+    """Refuse to evaluate a checkpoint on frames it was trained on (by source file name, as the
+    trainer records them: 'vtest.avi (every 1, max 800)' or 'imagenet_00_243.jpg')."""
+    trained = {str(s).split(" (")[0] for s in metadata.get("train_sources", [])}
+    leaked = sorted(trained & set(heldout_names))
+    if leaked:
+        raise TrainedOnHeldOut(f"{checkpoint} was trained on {leaked}, which this evaluation holds out: "
+                               f"retrain without them or evaluate on other files")
+
+
 @dataclass
 class Row:
     method: str          # bottleneck | jpeg | webp | png | split
@@ -63,8 +77,16 @@ def evaluate_configuration(enc: OnboardEncoder, dec: EdgeDecoder, prepared, refe
 
 @torch.no_grad()
 def evaluate(backbone: str, checkpoints: list[Path], frames: list[np.ndarray], photos: list[tuple[np.ndarray, int]],
-             qualities=JPEG_WEBP_QUALITIES, split_codecs=SPLIT_CODECS) -> tuple[list[Row], dict]:
+             qualities=JPEG_WEBP_QUALITIES, split_codecs=SPLIT_CODECS,
+             heldout_names=()) -> tuple[list[Row], dict]:
+    """Every configuration on the same frames; `heldout_names` (file names) must not appear in any
+    checkpoint's training sources."""
     dep = Deployment.load(backbone, bottleneck=None)
+    bottlenecks = {}
+    for path in checkpoints:   # load and vet every checkpoint before the long run starts
+        bdep = Deployment.load(backbone, bottleneck=path)
+        check_not_trained_on(path, bdep.bottleneck_metadata or {}, heldout_names)
+        bottlenecks[str(path)] = bdep
     base = OnboardEncoder(dep)
     prepared = [base.prepare(f) for f in frames]
     labelled = [base.prepare(rgb) for rgb, _ in photos]
@@ -85,7 +107,7 @@ def evaluate(backbone: str, checkpoints: list[Path], frames: list[np.ndarray], p
     for method, setting, arg in tqdm(jobs, desc="configurations", unit="cfg"):
         saliency = None
         if method == "bottleneck":
-            bdep = Deployment.load(backbone, bottleneck=arg)
+            bdep = bottlenecks[str(arg)]
             meta = bdep.bottleneck_metadata or {}
             saliency = bool(meta.get("saliency", (meta.get("gammas") or [1, 0])[1] > 0))
             setting = f"beta={meta.get('beta')} ({Path(arg).name})"

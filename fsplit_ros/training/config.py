@@ -24,7 +24,7 @@ class TrainConfig:
     encoder_channels: int = 48
     decoder_channels: int = 96
     # --- objective: L = g1*MSE + g2*saliency-weighted MSE + beta * R, R in bits per input pixel --
-    betas: list[float] = field(default_factory=lambda: [0.02, 0.08, 0.32])
+    betas: list[float] = field(default_factory=lambda: [4.0, 16.0, 64.0])
     gammas: tuple[float, float] = (0.5, 0.5)    # (g1, g2), g1 + g2 = 1; g2 = 0 is plain FS-FP
     saliency: bool = True                       # False forces gammas = (1, 0)
     # --- optimisation ---------------------------------------------------------------------------
@@ -35,6 +35,8 @@ class TrainConfig:
     lr_schedule: str = "cosine"                 # "cosine" (to lr * min_lr_ratio) or "constant"
     min_lr_ratio: float = 0.05
     warmup_steps: int = 0
+    init_from: str | None = None                # bottleneck checkpoint every beta starts from
+                                                # (warm start: a sweep fine-tunes one trained point)
     clip_grad_norm: float = 1.0                 # 0 disables clipping
     refine_quantiles: bool = True               # exact quantile bisection before the CDF tables
     seed: int = 0

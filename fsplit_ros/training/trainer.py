@@ -226,8 +226,18 @@ class BottleneckTrainer:
     # -- state -----------------------------------------------------------------------------------
 
     def _new_model(self) -> FrankenSplitBottleneck:
-        torch.manual_seed(self.cfg.seed)   # every beta starts from the same initialisation
-        return FrankenSplitBottleneck(self.bcfg).to(self.device, memory_format=torch.channels_last)
+        """The starting point: cfg.init_from's weights (warm start), else a seeded initialisation
+        (every beta of a sweep starts from the same one)."""
+        torch.manual_seed(self.cfg.seed)
+        model = FrankenSplitBottleneck(self.bcfg)
+        if self.cfg.init_from:
+            warm, info = load_bottleneck(self.cfg.init_from)
+            if info["config"] != self.bcfg.to_dict():
+                raise TrainingStateError(
+                    f"init_from {self.cfg.init_from} is a bottleneck for {info['config']}, but this run "
+                    f"trains {self.bcfg.to_dict()}: start from a checkpoint of the same architecture")
+            model = warm.requires_grad_(True)
+        return model.to(self.device, memory_format=torch.channels_last)
 
     def _save_state(self, model, opt, aux_opt, step, log, evals, seconds):
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -438,6 +448,7 @@ class BottleneckTrainer:
             "gammas": list(self.cfg.effective_gammas), "saliency": self.g2 > 0,
             "steps": step, "seconds": round(seconds, 1), "batch_size": cfg.batch_size, "lr": cfg.lr,
             "aux_lr": cfg.aux_lr, "lr_schedule": cfg.lr_schedule, "seed": cfg.seed, "device": cfg.device,
+            "init_from": self._init_from_record(),
             "train_sources": [s.describe() for s in data.train_sources],
             "heldout_sources": [s.describe() for s in data.heldout_sources],
             "frames": {"train": len(data.train_frames), "heldout": len(data.heldout_frames)},
@@ -449,6 +460,14 @@ class BottleneckTrainer:
         # Plain JSON types only: load_bottleneck reads with weights_only=True, which refuses any
         # other class (torch.__version__ alone is a TorchVersion, not a str).
         return json.loads(json.dumps(metadata, default=str))
+
+    def _init_from_record(self) -> dict | None:
+        """Which checkpoint (file name, hash, its own steps) a warm-started run began from."""
+        if not self.cfg.init_from:
+            return None
+        _, info = load_bottleneck(self.cfg.init_from)
+        return {"file": Path(self.cfg.init_from).name, "hash": info["hash"],
+                "beta": info["metadata"].get("beta"), "steps": info["metadata"].get("steps")}
 
     def _update_summary(self, metadata: dict) -> None:
         path = self.out_dir / "summary.json"

@@ -183,3 +183,18 @@ def test_config_errors_say_what_to_fix(tmp_path, lite0):
     with pytest.raises(ValueError, match="target_channels=24"):
         resolve_bottleneck_config(TrainConfig(target_channels=24), lite0.backbone)
     assert train_cli([str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_warm_start_begins_from_the_checkpoint_and_refuses_another_architecture(tiny_run, backbone):
+    cfg, result = tiny_run
+    warm = cfg.replace(init_from=str(result.checkpoint), saliency=False)
+    trainer = BottleneckTrainer(warm, 4.0, backbone, prepare_data(warm, backbone, 6, progress=False),
+                                progress=False)
+    start = trainer._new_model()
+    trained = result.model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in start.state_dict().items() if k.startswith("g_"))
+    assert all(p.requires_grad for p in start.parameters())
+    assert trainer._init_from_record()["hash"] == load_bottleneck(result.checkpoint)[1]["hash"]
+    other = warm.replace(latent_channels=32)
+    with pytest.raises(TrainingStateError, match="same architecture"):
+        BottleneckTrainer(other, 4.0, backbone, trainer.data, progress=False)._new_model()
