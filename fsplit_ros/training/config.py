@@ -50,7 +50,9 @@ class TrainConfig:
     frames_per_video: int = DEFAULT_FRAMES_PER_VIDEO   # ... at most this many, spread evenly
     heldout_every_kth_frame: int = DEFAULT_HELDOUT_EVERY
     max_short_side: int = DEFAULT_MAX_SHORT_SIDE  # cached frames are downscaled to this
-    crop_scale: tuple[float, float] = (0.25, 1.0)  # random resized crop: fraction of frame area
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    train_patch: int | None = None              # losses on a random patch of each 224 sample (a
+                                                # multiple of the target stride); None = whole input  # random resized crop: fraction of frame area
     # --- bookkeeping ----------------------------------------------------------------------------
     out_dir: str | None = None                  # None = runs/train/<backbone>
     cache_dir: str | None = None                # saliency cache; None = ~/.cache/fsplit_ros/saliency
@@ -77,6 +79,8 @@ class TrainConfig:
                      "heldout_every_kth_frame"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.train_patch is not None and (self.train_patch < 32 or self.train_patch % 8):
+            raise ValueError(f"train_patch must be a multiple of 8 and >= 32 (or null), got {self.train_patch}")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
 

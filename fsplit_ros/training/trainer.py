@@ -279,8 +279,29 @@ class BottleneckTrainer:
 
     # -- training --------------------------------------------------------------------------------
 
-    def losses(self, model, batch) -> dict[str, torch.Tensor]:
-        x = batch["image"].to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    def patch_box(self, step: int) -> tuple[int, int, int] | None:
+        """(top, left, size) of the training patch at `step`, on the feature grid's lattice, or None
+        for the full input. A pure function of (seed, step), so resumed runs cut the same patches."""
+        size, full, stride = self.cfg.train_patch, self.bcfg.input_size, self.bcfg.target_stride
+        if not size or size >= full:
+            return None
+        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + step)
+        top, left = (int(v) * stride for v in torch.randint(0, (full - size) // stride + 1, (2,), generator=g))
+        return top, left, size
+
+    def losses(self, model, batch, step: int | None = None) -> dict[str, torch.Tensor]:
+        """The loss terms of one batch; with cfg.train_patch (and a step) on a random patch of it:
+        every network here is fully convolutional, and a 112 patch costs a quarter of 224."""
+        x = batch["image"]
+        box = self.patch_box(step) if step is not None else None
+        if box:
+            top, left, size = box
+            stride = self.bcfg.target_stride
+            x = x[:, :, top:top + size, left:left + size]
+            if "saliency" in batch:
+                batch = {**batch, "saliency": batch["saliency"][:, top // stride:(top + size) // stride,
+                                                                left // stride:(left + size) // stride]}
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             h = self.teacher(x)
         h_tilde, likelihoods = model(x)
@@ -338,7 +359,7 @@ class BottleneckTrainer:
         for batch in loader:
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, step)
-            terms = self.losses(model, batch)
+            terms = self.losses(model, batch, step)
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(f"loss is {terms['loss'].item()} at step {step}: lower lr "
                                          f"or check the data")
@@ -447,7 +468,8 @@ class BottleneckTrainer:
             "beta_unit": "feature MSE per bit per input pixel (R in bpp)",
             "gammas": list(self.cfg.effective_gammas), "saliency": self.g2 > 0,
             "steps": step, "seconds": round(seconds, 1), "batch_size": cfg.batch_size, "lr": cfg.lr,
-            "aux_lr": cfg.aux_lr, "lr_schedule": cfg.lr_schedule, "seed": cfg.seed, "device": cfg.device,
+            "aux_lr": cfg.aux_lr, "lr_schedule": cfg.lr_schedule, "train_patch": cfg.train_patch,
+            "seed": cfg.seed, "device": cfg.device,
             "init_from": self._init_from_record(),
             "train_sources": [s.describe() for s in data.train_sources],
             "heldout_sources": [s.describe() for s in data.heldout_sources],
