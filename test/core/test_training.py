@@ -198,3 +198,22 @@ def test_warm_start_begins_from_the_checkpoint_and_refuses_another_architecture(
     other = warm.replace(latent_channels=32)
     with pytest.raises(TrainingStateError, match="same architecture"):
         BottleneckTrainer(other, 4.0, backbone, trainer.data, progress=False)._new_model()
+
+
+def test_training_patches_lie_on_the_feature_lattice_and_repeat_per_step(backbone):
+    data = prepare_data(TrainConfig(train_sources=TRAIN[:2], heldout_sources=HELDOUT[:1], saliency=False),
+                        backbone, 6, progress=False)
+    trainer = BottleneckTrainer(TrainConfig(train_patch=112, saliency=False), 16.0, backbone, data,
+                                progress=False)
+    boxes = [trainer.patch_box(step) for step in range(50)]
+    assert boxes == [trainer.patch_box(step) for step in range(50)]       # resumable
+    assert len(set(boxes)) > 10
+    for top, left, size in boxes:
+        assert size == 112 and top % 8 == 0 and left % 8 == 0 and 0 <= top <= 112 and 0 <= left <= 112
+    batch = {"image": torch.randn(2, 3, 224, 224)}
+    assert set(trainer.losses(trainer._new_model(), batch, step=3)) >= {"loss", "mse", "bpp"}
+    full = BottleneckTrainer(TrainConfig(train_patch=None, saliency=False), 16.0, backbone, data,
+                             progress=False)
+    assert full.patch_box(3) is None
+    with pytest.raises(ValueError, match="train_patch"):
+        TrainConfig(train_patch=100)
