@@ -12,8 +12,6 @@ import threading
 import time
 from collections import deque
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 import torch
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -25,6 +23,7 @@ from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.payload import Limits, PayloadError
 from fsplit_ros.runtime import Deployment, EdgeDecoder
+from fsplit_ros.nodes.runner import run_node
 
 PARAMETERS = [
     Param("backbone", "efficientnet_lite0", "Model name; must match the robots.", read_only=True),
@@ -237,15 +236,4 @@ class DecoderNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DecoderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C / SIGTERM: a clean stop
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(DecoderNode, args)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 import torch
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -26,6 +24,7 @@ from fsplit_ros.nodes.params import Param, check_choices, declare_parameters
 from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.codecs import TENSOR_CODECS, IMAGE_FORMATS
 from fsplit_ros.runtime import IMAGE_RESOLUTIONS, MODES, Deployment, OnboardEncoder
+from fsplit_ros.nodes.runner import run_node
 
 PARAMETERS = [
     Param("backbone", "efficientnet_lite0", "Model name (fsplit name or timm name); must match the edge.",
@@ -168,15 +167,4 @@ class EncoderNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = EncoderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C / SIGTERM: a clean stop
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(EncoderNode, args)

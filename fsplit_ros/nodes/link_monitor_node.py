@@ -14,8 +14,6 @@ import re
 import time
 from pathlib import Path
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -25,6 +23,7 @@ from fsplit_ros.nodes.messages import time_to_float, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.policy import CostModel, LinkEstimator, ModeSelector, candidate_mode
 from fsplit_ros.runtime import MODES
+from fsplit_ros.nodes.runner import run_node
 
 PARAMETERS = [
     Param("profile_file", "", "Per-mode costs from fsplit-profile; empty = profile this machine at "
@@ -228,15 +227,4 @@ class LinkMonitorNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = LinkMonitorNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C / SIGTERM: a clean stop
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(LinkMonitorNode, args)

@@ -13,8 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
@@ -24,6 +22,7 @@ from vision_msgs.msg import Classification, Detection2DArray
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
 from fsplit_ros.nodes.messages import time_to_float
 from fsplit_ros.nodes.params import Param, declare_parameters
+from fsplit_ros.nodes.runner import run_node
 
 PARAMETERS = [
     Param("bag_path", "", "rosbag2 output folder (must not exist); empty = no bag.", read_only=True),
@@ -99,6 +98,10 @@ class RecorderNode(Node):
                 msg = deserialize_message(raw, TOPICS[topic][0])
                 self.events.write(json.dumps({"t": now, "topic": topic, **event_fields(topic, msg)}) + "\n")
 
+    def destroy_node(self):
+        self.close()              # the bag and the event log are complete on every exit path
+        super().destroy_node()
+
     def close(self):
         with self._lock:
             if self.writer is not None:
@@ -110,16 +113,4 @@ class RecorderNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RecorderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C / SIGTERM: a clean stop
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(RecorderNode, args)

@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import cv2
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from cv_bridge import CvBridge
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -14,6 +12,7 @@ from sensor_msgs.msg import Image
 
 from fsplit_ros.datasets.offline import default_demo_video
 from fsplit_ros.nodes.params import Param, declare_parameters
+from fsplit_ros.nodes.runner import run_node
 
 PARAMETERS = [
     Param("source", "", "Video path or device index ('0'); empty = the bundled demo video.", read_only=True),
@@ -62,15 +61,4 @@ class VideoSourceNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = VideoSourceNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C / SIGTERM: a clean stop
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(VideoSourceNode, args)
