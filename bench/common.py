@@ -3,26 +3,15 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import torch
 
+from fsplit_ros.profiling.profiler import median_ms  # noqa: F401  (one timing rule for all)
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def median_ms(fn, repeats: int = 15, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def heldout_frames(n: int = 20) -> list:

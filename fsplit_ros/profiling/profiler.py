@@ -24,8 +24,10 @@ from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
 FORMAT = "fsplit-profile/1"
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()   # warm-up (lazy allocations, first-call overheads)
+def median_ms(fn, repeats: int = 15, warmup: int = 1) -> float:
+    """Median wall time of fn() in ms, after `warmup` calls (lazy allocations, first-call costs)."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -61,14 +63,14 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
               "machine": {side_name: {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
                                       "threads": torch.get_num_threads(), "torch": torch.__version__}
                           for side_name in (["robot", "edge"] if side == "both" else [side])},
-              "preprocess_ms": _median_ms(lambda: enc.prepare(frames[0]), repeats),
+              "preprocess_ms": median_ms(lambda: enc.prepare(frames[0]), repeats),
               "candidates": {}}
     for name, mode, split in candidates(enc):
         entry = {"mode": mode, "split_index": split}
         if mode == "local":
             entry.update(bytes=0, bytes_p95=0)
             if side != "edge":
-                entry["onboard_ms"] = _median_ms(lambda: enc.predict_local(first), repeats)
+                entry["onboard_ms"] = median_ms(lambda: enc.predict_local(first), repeats)
             entry["offboard_ms"] = {str(b): 0.0 for b in batch_sizes}
         else:
             payloads = [enc.encode(p, mode, split) for p in prepared]
@@ -78,12 +80,12 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
                 point = dep.split_point(split)
                 entry.update(name=point.name, compression=point.compression, shape=list(point.shape))
             if side != "edge":
-                entry["onboard_ms"] = _median_ms(lambda: enc.encode(first, mode, split), repeats)
+                entry["onboard_ms"] = median_ms(lambda: enc.encode(first, mode, split), repeats)
             if side != "robot":
                 entry["offboard_ms"] = {}
                 for b in batch_sizes:
                     batch = [payloads[i % len(payloads)] for i in range(b)]
-                    ms = _median_ms(lambda: dec.run_tails([dec.decode(p) for p in batch]), repeats)
+                    ms = median_ms(lambda: dec.run_tails([dec.decode(p) for p in batch]), repeats)
                     entry["offboard_ms"][str(b)] = ms / b
         result["candidates"][name] = entry
     return result
