@@ -22,9 +22,11 @@ CONFIGS = ["local", "split", "bottleneck", "image (224 crop, JPEG q95)", "adapti
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--slowdown", type=float, default=4.0)
+    ap.add_argument("--bottleneck", default="default",
+                    help="FrankenSplit checkpoint for the bottleneck mode (default: the shipped one)")
     ap.add_argument("--interval", type=float, default=5.0)
     args = ap.parse_args()
-    base = GraphConfig(slowdown=args.slowdown)
+    base = GraphConfig(slowdown=args.slowdown, bottleneck_checkpoint=args.bottleneck)
     runs = {name: run_trace(config(base, name), TRACE, DURATION, name[:6]) for name in CONFIGS}
     edges = np.arange(0, DURATION + 1e-9, args.interval)
     per = {name: [summary(runs[name], a, b)["mean_ms"] for a, b in zip(edges, edges[1:])] for name in CONFIGS}

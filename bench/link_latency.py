@@ -17,9 +17,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--slowdown", type=float, default=4.0)
+    ap.add_argument("--bottleneck", default="default",
+                    help="FrankenSplit checkpoint for the bottleneck mode (default: the shipped one)")
     ap.add_argument("--rates", default="0.25,1,5,20")
     args = ap.parse_args()
-    base = GraphConfig(slowdown=args.slowdown)
+    base = GraphConfig(slowdown=args.slowdown, bottleneck_checkpoint=args.bottleneck)
     rates = [float(r) for r in args.rates.split(",")]
     table = {}
     for rate in rates:

@@ -103,16 +103,18 @@ class GraphConfig:
     profile_file: str = ""                 # '' = profile at start-up (cached)
     image_resolution: str = "model"
     image_quality: int = 95
+    bottleneck_checkpoint: str = "default"  # FrankenSplit checkpoint of all three model nodes
     update_period_s: float = 0.1
     record_images: bool = False
     extra_encoder: dict = field(default_factory=dict)
 
 
 def start_standard_graph(graph: ProcessGraph, cfg: GraphConfig, events_path: Path, bag_path: Path | None = None):
-    common = {"backbone": cfg.backbone, "num_threads": 1}
+    common = {"backbone": cfg.backbone, "num_threads": 1, "bottleneck_checkpoint": cfg.bottleneck_checkpoint}
     graph.start("decoder", "decoder_node", "edge", params=common)
     graph.start("link_monitor", "link_monitor_node", "robot",
-                params={"backbone": cfg.backbone, "emulated_slowdown": cfg.slowdown, "camera_rate": cfg.camera_rate,
+                params={"backbone": cfg.backbone, "bottleneck_checkpoint": cfg.bottleneck_checkpoint,
+                        "emulated_slowdown": cfg.slowdown, "camera_rate": cfg.camera_rate,
                         "update_period_s": cfg.update_period_s, "pinned_mode": cfg.pinned_mode,
                         "allowed_modes": list(cfg.allowed_modes), "profile_file": cfg.profile_file})
     graph.start("encoder", "encoder_node", "robot",
