@@ -14,6 +14,9 @@ import subprocess
 from dataclasses import dataclass
 
 
+ETHERNET_FRAME_BYTES = 1514   # 1500 MTU + 14 header
+
+
 class LinkEmulationUnavailable(RuntimeError):
     """Not root, or `ip`/`tc` missing: say so instead of pretending the link is shaped."""
 
@@ -78,9 +81,11 @@ class EmulatedLink:
         """Token bucket (rate) at the root of each direction; netem (delay, loss) below it where the
         kernel has sch_netem (some container kernels do not: then delay and loss are not emulated)."""
         rate = max(self.rate_mbit, 0.01)
-        # The smallest burst the kernel can keep the rate with (rate/HZ, HZ <= 250) plus margin:
-        # a larger bucket lets whole payloads through at wire speed and hides the rate.
-        burst = max(int(rate * 1e6 / 8 / 250 * 1.25), 4096)
+        # The smallest burst the kernel can keep the rate with (rate/HZ, HZ <= 250) plus margin, and
+        # at least one Ethernet frame. A radio serializes every packet at its rate; a bigger bucket
+        # (4 KB at 0.5 Mbit/s is 65 ms of free airtime) lets small payloads through at wire speed,
+        # which no real link does and which made the measured rate jump (issue #5).
+        burst = max(int(rate * 1e6 / 8 / 250 * 1.25), ETHERNET_FRAME_BYTES + 86)
         for ns, dev in ((self.robot_ns, self.robot_if), (self.edge_ns, self.edge_if)):
             # latency 1 s: a Wi-Fi-like buffer big enough to hold a large payload at a low rate.
             _run("ip", "netns", "exec", ns, "tc", "qdisc", verb, "dev", dev, "root", "handle", "1:",

@@ -21,7 +21,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState
 from fsplit_ros.nodes.messages import time_to_float, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
-from fsplit_ros.policy import CostModel, LinkEstimator, ModeSelector, candidate_mode
+from fsplit_ros.policy import CostModel, LinkEstimator, ModeSelector, ProbeBudget, candidate_mode
 from fsplit_ros.runtime import MODES
 from fsplit_ros.nodes.runner import run_node
 
@@ -39,13 +39,13 @@ PARAMETERS = [
     Param("link_timeout_s", 0.6, "No reply for this long = link down -> local.", low=0.05, high=60.0),
     Param("update_period_s", 0.1, "Decision period.", read_only=True, low=0.01, high=10.0),
     Param("rate_window_s", 1.0, "Throughput estimate window.", read_only=True, low=0.1, high=60.0),
+    Param("rate_samples", 4, "The rate is estimated from at most this many newest samples in the window "
+          "(fewer react faster to rate steps, more smooth noise).", read_only=True, low=1, high=1000),
     Param("probe_period_s", 0.2, "Probe period.", read_only=True, low=0.01, high=10.0),
     Param("emulated_slowdown", 1.0, "Onboard times of the profile are multiplied by this (the "
           "encoder's emulated_slowdown).", read_only=True, low=1.0, high=100.0),
     Param("probe_max_fraction", 0.05, "Probe bytes <= this fraction of the measured rate.", low=0.0, high=0.5),
 ]
-MAX_PROBE_PADDING = 64 * 1024
-MIN_PROBE_PADDING = 1024
 # Probes are best effort: a probe lost in a cut must not be retransmitted and measured later.
 PROBE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 MISMATCH_BACKOFF_S = 10.0       # edge has other weights: retry offloading after this long
@@ -59,7 +59,8 @@ class LinkMonitorNode(Node):
         self.p = declare_parameters(self, PARAMETERS)
         profile = self._load_profile()
         self.cost = CostModel(profile, self.p["camera_rate"], onboard_scale=self.p["emulated_slowdown"])
-        self.estimator = LinkEstimator(window_s=self.p["rate_window_s"], outage_s=self.p["link_timeout_s"])
+        self.estimator = LinkEstimator(window_s=self.p["rate_window_s"], outage_s=self.p["link_timeout_s"],
+                                       max_samples=self.p["rate_samples"])
         self.selector = ModeSelector(self.p["allowed_modes"], self.p["pinned_mode"], self.p["hysteresis"],
                                      self.p["min_dwell_s"], self.p["link_timeout_s"])
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -69,7 +70,7 @@ class LinkMonitorNode(Node):
         self.create_subscription(FrameFeedback, "frame_feedback", self.on_feedback, 50)
         self.create_subscription(LinkProbe, "link_probe_echo", self.on_echo, PROBE_QOS)
         self.probe_seq = 0
-        self.probe_padding = MIN_PROBE_PADDING
+        self.probe_budget = ProbeBudget(self.p["probe_max_fraction"])
         self.padded: dict[int, int] = {}
         self.last_payload_feedback = 0.0
         self.rejections = 0
@@ -134,20 +135,16 @@ class LinkMonitorNode(Node):
             return   # not a payload this robot sent (its publish time is in our future)
         residence = time_to_float(fb.finished_stamp) - time_to_float(fb.received_stamp)
         self.estimator.add_feedback(fb.bytes, time_to_float(fb.sent_stamp), now, residence)
-        self.last_payload_feedback = now
+        if self.estimator.measures_rate(fb.bytes):   # small payloads leave the measuring to probes
+            self.last_payload_feedback = now
 
     def send_probe(self):
+        """A tiny probe every period; a padded one when the budget allows (policy/probing.py)."""
         now = time.time()
         self.probe_seq += 1
-        padding = 0
-        # Pad every other probe, and only while little payload traffic measures the link for us.
-        # Padding grows by slow start (doubling per answered padded probe, back to the minimum on a
-        # loss) and never exceeds probe_max_fraction of the measured rate.
-        if self.probe_seq % 2 == 0 and now - self.last_payload_feedback > 1.0:
-            if self.padded.get(self.probe_seq - 2):   # the previous padded probe was never answered
-                self.probe_padding = MIN_PROBE_PADDING
-            budget = self.p["probe_max_fraction"] * self.estimator.rate_bps / 8.0 * (2 * self.p["probe_period_s"])
-            padding = int(min(self.probe_padding, budget, MAX_PROBE_PADDING))
+        self.probe_budget.max_fraction = self.p["probe_max_fraction"]
+        padding = self.probe_budget.padding(self.estimator.rate_bps, self.p["probe_period_s"],
+                                            payloads_flowing=now - self.last_payload_feedback <= 1.0)
         self.padded[self.probe_seq] = padding
         if len(self.padded) > 256:
             self.padded.pop(next(iter(self.padded)))
@@ -162,7 +159,7 @@ class LinkMonitorNode(Node):
         padding = self.padded.pop(probe.seq)
         if padding:
             self.estimator.add_transfer(padding, elapsed - self.estimator.rtt_s, now)
-            self.probe_padding = min(2 * self.probe_padding, MAX_PROBE_PADDING)
+            self.probe_budget.answered()
         else:
             self.estimator.add_rtt(elapsed, now)
 

@@ -6,18 +6,29 @@ Samples come from two sources, both timed on the robot's own clock:
     end = feedback arrival - edge residence - RTT/2, and could not start arriving before it was
     published (+RTT/2) nor before the previous payload had arrived; end - start = bytes/rate.
     Taking the previous payload's end out removes queueing, which is delay, not rate.
-Rate is the windowed ratio sum(bytes)/sum(transfer seconds). Samples older than the window, or
-that spent longer than `max_transfer_s` (stale: queued across a link cut), are dropped.
+Rate is the ratio sum(bytes)/sum(transfer seconds) over the newest `max_samples` samples inside the
+window: a few samples react to a rate step within a few frames in both directions (a long window
+would hold a rise back until the old samples expire), and the ratio of sums stays robust to one
+odd sample. Samples older than the window, or that spent longer than `max_transfer_s` (stale:
+queued across a link cut), are dropped, and so are messages smaller than `min_sample_bytes` (they
+only prove the link is up).
 """
 from __future__ import annotations
 
 from collections import deque
 
+# A message must span several packets to measure a rate: one packet passes any shaper's burst (and
+# a radio's aggregation) at once, so its transfer time says "fast" whatever the link's rate.
+MIN_RATE_SAMPLE_BYTES = 3000    # > 2 Ethernet frames
+
 
 class LinkEstimator:
     def __init__(self, window_s: float = 2.0, initial_rate_bps: float = 1e6, initial_rtt_s: float = 0.05,
-                 min_transfer_s: float = 1e-4, max_transfer_s: float = 5.0, outage_s: float = 0.6):
+                 min_transfer_s: float = 1e-4, max_transfer_s: float = 5.0, outage_s: float = 0.6,
+                 max_samples: int = 4, min_sample_bytes: int = MIN_RATE_SAMPLE_BYTES):
         self.window_s = window_s
+        self.max_samples = max_samples
+        self.min_sample_bytes = min_sample_bytes
         self._transfers: deque = deque()   # (t, bytes, seconds)
         self._rtts: deque = deque()        # (t, rtt)
         self.initial_rate_bps = initial_rate_bps
@@ -54,7 +65,7 @@ class LinkEstimator:
     def add_transfer(self, nbytes: int, seconds: float, now: float):
         """A message of nbytes spent `seconds` on the link (propagation and edge time removed)."""
         self._reply(now)
-        if nbytes > 0 and seconds <= self.max_transfer_s:
+        if nbytes >= max(1, self.min_sample_bytes) and seconds <= self.max_transfer_s:
             self._transfers.append((now, nbytes, max(seconds, self.min_transfer_s)))
             self._trim(now)
 
@@ -69,6 +80,10 @@ class LinkEstimator:
         self._prev_end = end
         self.add_transfer(nbytes, end - start, arrival_t)
 
+    def measures_rate(self, nbytes: int) -> bool:
+        """Whether a message of nbytes is big enough to be a rate sample."""
+        return nbytes >= self.min_sample_bytes
+
     @property
     def rtt_s(self) -> float:
         if self._rtts:
@@ -78,8 +93,9 @@ class LinkEstimator:
     @property
     def rate_bps(self) -> float:
         if self._transfers:
-            total_bytes = sum(b for _, b, _ in self._transfers)
-            total_s = sum(s for _, _, s in self._transfers)
+            recent = list(self._transfers)[-self.max_samples:]
+            total_bytes = sum(b for _, b, _ in recent)
+            total_s = sum(s for _, _, s in recent)
             self._rate = 8.0 * total_bytes / total_s
         return self._rate
 

@@ -67,3 +67,61 @@ def test_estimator_rate_rtt_queueing_and_outage():
     assert est.rate_bps == pytest.approx(est.initial_rate_bps)
     est.add_feedback(10_000, publish_t=4.0, arrival_t=5.1, edge_residence_s=0.0)   # queued across the cut
     assert est.sample_count() == 0
+
+
+def test_probe_budget_stays_within_its_fraction_and_spans_several_packets():
+    from fsplit_ros.policy import ProbeBudget
+    from fsplit_ros.policy.probing import MIN_PROBE_PADDING
+    for rate_bps in (0.25e6, 1e6, 20e6):
+        budget = ProbeBudget(max_fraction=0.05)
+        period, seconds = 0.2, 60.0
+        sizes = []
+        for _ in range(int(seconds / period)):
+            sizes.append(budget.padding(rate_bps, period, payloads_flowing=False))
+            if sizes[-1]:
+                budget.answered()
+        padded = [s for s in sizes if s]
+        assert padded and min(padded) >= MIN_PROBE_PADDING          # never a single-packet probe
+        assert 8 * sum(sizes) / seconds <= 0.05 * rate_bps * 1.001   # within 5 % of the rate
+        assert 8 * sum(sizes) / seconds >= 0.03 * rate_bps           # and it does use the budget
+    # at 0.25 Mbit/s a padded probe goes out about every 2 s, and so it does when the estimate has
+    # collapsed far below that (an underestimate must not starve the probing that corrects it)
+    for rate_bps in (0.25e6, 0.01e6):
+        budget = ProbeBudget(max_fraction=0.05)
+        ticks = [i for i in range(100) if budget.padding(rate_bps, 0.2, False)]
+        assert 8 <= ticks[1] - ticks[0] <= 11
+
+
+def test_probe_budget_pauses_while_payloads_flow_and_restarts_small_after_a_loss():
+    from fsplit_ros.policy import ProbeBudget
+    budget = ProbeBudget(max_fraction=0.05)
+    assert all(budget.padding(20e6, 0.2, payloads_flowing=True) == 0 for _ in range(50))
+    assert budget.credit == 0.0
+    first = budget.padding(20e6, 0.2, False)
+    assert first == 3000
+    budget.answered()
+    assert budget.padding(20e6, 0.2, False) == 6000     # doubled after an answer ...
+    # ... and back to the minimum when one is never answered
+    budget = ProbeBudget(max_fraction=0.05)
+    sent = [budget.padding(20e6, 0.2, False) for _ in range(10)]
+    assert [s for s in sent if s] and all(s == 3000 for s in sent if s)
+
+
+def test_rate_follows_steps_within_a_few_samples():
+    est = LinkEstimator(window_s=1.0, max_samples=4)
+    t = 0.0
+    for _ in range(10):                            # 20 Mbit/s: 28.6 kB in 11.4 ms
+        t += 0.1
+        est.add_transfer(28_600, 28_600 * 8 / 20e6, t)
+    assert est.rate_bps == pytest.approx(20e6, rel=0.01)
+    t += 0.46                                      # the link drops to 0.5 Mbit/s: one slow payload
+    est.add_transfer(28_600, 28_600 * 8 / 0.5e6, t)
+    assert est.rate_bps < 2.3e6                    # image mode (2.3 Mbit/s at 10 fps) is out at once
+    for _ in range(4):
+        t += 0.1
+        est.add_transfer(3_756, 3_756 * 8 / 0.5e6, t)
+    assert est.rate_bps == pytest.approx(0.5e6, rel=0.01)
+    for _ in range(4):                             # back to 20 Mbit/s: four frames suffice
+        t += 0.1
+        est.add_transfer(3_756, 3_756 * 8 / 20e6, t)
+    assert est.rate_bps == pytest.approx(20e6, rel=0.01)

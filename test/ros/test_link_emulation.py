@@ -1,7 +1,8 @@
 """The adaptive policy on a real shaped link: robot side and edge side in two network namespaces
 joined by a tc-shaped veth. Rate steps 20 -> 0.5 -> 20 Mbit/s, then the link is cut and restored.
 After every step the link monitor must pick, within 1 s, the mode the cost model picks for the true
-link rate; results must keep arriving; a cut must mean `local` and a restore must end it."""
+link rate and (at the low rate) hold it without flapping; results must keep arriving; a cut must
+mean `local` and a restore must end it."""
 import json
 import os
 import time
@@ -44,10 +45,12 @@ def link():
 @pytest.mark.root
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason=(
-    "KNOWN BUG (issue #5, open): at <= 1 Mbit/s the link monitor can flap back to a large-payload mode. "
-    "Small payloads (split@19, ~1 kB) pass inside the tc token bucket's burst, their transfer time looks "
-    "~0 and the rate estimate spikes. Passes in most runs; the fix (burst-aware estimation, probing while "
-    "payloads are small) is not done yet."))
+    "KNOWN ISSUE (#5, open; passes in about half the runs on this machine). Fixed: sub-MTU payloads and "
+    "probes no longer fake a fast link (rate samples need >= 3 kB), the emulator's token bucket is one "
+    "frame, the probe budget cannot starve. Left: (1) after 20 -> 0.5 Mbit/s in image mode (4.6x "
+    "oversubscribed) the 0.6 s link timeout can fire before the first slow payload's feedback, so the "
+    "robot passes through `local` and reaches `split` after 2-3 s; (2) a rare rate spike near the end "
+    "of the 0.5 Mbit/s phase (cause not yet found)."))
 def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
     from fsplit_ros.cli.profile import sample_frames
     from fsplit_ros.runtime import Deployment
@@ -81,13 +84,18 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
         hit = next((s for s in in_phase if s["mode"] in want), None)
         delay = hit["t"] - t_step if hit else float("inf")
         got_results = sum(1 for r in results if t_step <= r["t"] < t_next)
+        # flapping: after the switch, states that leave the acceptable modes again
+        excursions = sum(1 for s in in_phase if hit and s["t"] > hit["t"] and s["mode"] not in want)
         report.append((rate, sorted(want), round(delay, 2), got_results,
-                       sorted({s["mode"] for s in in_phase[-10:]})))
-    print("rate Mbit/s, acceptable modes, switch delay s, results in phase, modes at phase end")
+                       sorted({s["mode"] for s in in_phase[-10:]}), excursions))
+    print("rate Mbit/s, acceptable modes, switch delay s, results in phase, modes at phase end, excursions")
     for row in report:
         print(row)
-    for rate, want, delay, got_results, final in report:
+    for rate, want, delay, got_results, final, excursions in report:
         assert delay <= SWITCH_DEADLINE_S, f"at {rate} Mbit/s the monitor took {delay} s to pick {want}: {report}"
         assert set(final) <= set(want), f"at {rate} Mbit/s the phase ended in {final}, expected {want}: {report}"
         # results keep arriving in every phase (local ones during a cut); >= 3 also holds on a loaded CPU
         assert got_results >= 3, f"only {got_results} results during the {rate} Mbit/s phase: {report}"
+        if 0 < rate <= 1.0:
+            # the low-rate phase holds its mode: small payloads must not fake a fast link (issue #5)
+            assert excursions == 0, f"the monitor flapped {excursions} times at {rate} Mbit/s: {report}"
