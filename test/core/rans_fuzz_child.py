@@ -15,16 +15,10 @@ import random
 import sys
 import time
 from collections import Counter
-from pathlib import Path
+
+from peak_rss import growth_since, reset_peak, vm_kib
 
 RANS64_L = 1 << 31
-
-
-def _vm_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def rans_bodies(rng: random.Random, real: list[bytes], max_len: int):
@@ -85,9 +79,8 @@ def main(argv: list[str]) -> int:
     counts: Counter = Counter()
     by_kind: Counter = Counter()
     slowest = 0.0
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    base = _vm_kib("VmRSS")
+    reset_peak()
+    base = vm_kib("VmRSS")
     gen = rans_bodies(rng, real_bodies, max_len)
     for _ in range(count):
         kind, body = next(gen)
@@ -97,7 +90,7 @@ def main(argv: list[str]) -> int:
         counts[result] += 1
         by_kind[kind] += 1
     print(json.dumps({"examples": count, "outcomes": dict(counts), "inputs": dict(by_kind),
-                      "peak_rss_growth_mib": (_vm_kib("VmHWM") - base) / 1024, "slowest_s": slowest}),
+                      "peak_rss_growth_mib": growth_since(base), "slowest_s": slowest}),
           flush=True)
     return 0
 

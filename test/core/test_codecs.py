@@ -1,7 +1,6 @@
 """Payload codecs on real data: every split-mode tensor codec on real activations of
 EfficientNet-Lite0 (through a packed payload and back), the zlib-bomb guard, and the image codecs
 on a real photo crop, including their typed rejections."""
-import re
 import struct
 import time
 import tracemalloc
@@ -11,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
+from peak_rss import peak_rss_growth_mib, reset_peak
 
 from fsplit_ros.codecs import IMAGE_FORMATS, TENSOR_CODECS, ImageCodec, TensorCodec
 from fsplit_ros.payload import (CorruptPayload, OversizedPayload, PayloadError, PayloadHeader,
@@ -320,40 +321,17 @@ def test_png_bomb_builder_makes_a_real_png():
     assert img.shape == (300, 300, 3) and not img.any()
 
 
-def _vm_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"^{field}:\s+(\d+)", f.read(), re.M).group(1))
-
-
-def _peak_rss_growth_mib(fn) -> float:
-    """Peak resident memory that `fn` adds to this process (Linux: reset VmHWM, run, read it)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")                      # resets the peak RSS to the current RSS
-    base = _vm_kib("VmRSS")
-    fn()
-    return (_vm_kib("VmHWM") - base) / 1024
-
-
-def _can_measure_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def test_peak_rss_measurement_sees_a_large_allocation():
     # Calibrates the measurement the bomb test relies on: a 64 MiB buffer (mmap-backed, like a
     # decoded 6000x6000 image) must show up, and a small one must not.
-    if not _can_measure_peak_rss():
+    if not reset_peak():
         pytest.skip("needs Linux /proc/self/clear_refs")
-    assert _peak_rss_growth_mib(lambda: np.ones(64 * 2 ** 20 // 8).sum()) > 48
-    assert _peak_rss_growth_mib(lambda: bytes(1024).count(0)) < 32
+    assert peak_rss_growth_mib(lambda: np.ones(64 * 2 ** 20 // 8).sum()) > 48
+    assert peak_rss_growth_mib(lambda: bytes(1024).count(0)) < 32
 
 
 def test_image_decompression_bomb_is_rejected_before_decoding():
-    if not _can_measure_peak_rss():
+    if not reset_peak():
         pytest.skip("needs Linux /proc/self/clear_refs")
     body = _png_of_zeros(6000)                       # decodes to 108 MB
     assert len(body) < 256 * 1024
@@ -364,5 +342,5 @@ def test_image_decompression_bomb_is_rejected_before_decoding():
     def decode():
         with pytest.raises((ShapeMismatch, OversizedPayload)):
             ImageCodec("png").decode(view, got)
-    growth = _peak_rss_growth_mib(decode)
+    growth = peak_rss_growth_mib(decode)
     assert growth < 32, f"rejecting a {len(body)}-byte PNG grew the process by {growth:.0f} MiB"

@@ -13,7 +13,6 @@ import dataclasses
 import faulthandler
 import json
 import os
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -26,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fsplit_ros.payload.format import CODECS
+from peak_rss import growth_since, reset_peak, vm_kib
 from payload_fuzzing import (absurd_shape, appended, bit_flipped, build_corpus, foreign_model,
                              garbage_body, header_field, mutated_body, outcome, random_bytes, truncated)
 
@@ -47,20 +47,6 @@ def _settings(n: int):
     return settings(max_examples=n, deadline=DEADLINE, database=None, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
-
-
-def _vm_kib(field: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+)", text, re.M).group(1))
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -113,14 +99,14 @@ def _fuzz(name: str, strategy, corpus, n: int) -> Counter:
         label, data = case
         counts[outcome(corpus.decoder, data)] += 1
 
-    measurable = _reset_peak()
-    base = _vm_kib("VmRSS")
+    measurable = reset_peak()
+    base = vm_kib("VmRSS")
     faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
     try:
         run()
     finally:
         faulthandler.cancel_dump_traceback_later()
-    growth = (_vm_kib("VmHWM") - base) / 1024
+    growth = growth_since(base)
     RESULTS[name] = counts
     print(f"{name}: {sum(counts.values())} examples, {dict(counts)}, peak RSS growth {growth:.1f} MiB")
     if measurable:

@@ -5,11 +5,11 @@ conversion is a formula), and every malformed frame is refused with one ImageEnc
 from __future__ import annotations
 
 import array
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from peak_rss import growth_since, reset_peak, vm_kib
 
 from fsplit_ros.imaging import MAX_ASPECT_RATIO, SUPPORTED_ENCODINGS, ImageEncodingError, to_rgb8
 
@@ -199,10 +199,6 @@ def test_huge_declared_frames_are_refused_before_touching_the_data():
     assert info.value.kind == "too_large"
 
 
-def _vm_kib(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+)", Path("/proc/self/status").read_text(), re.M).group(1))
-
-
 def test_extreme_aspect_ratio_frame_cannot_blow_up_preprocessing():
     """Regression: a 2x8192 frame (48 KB) used to be upscaled to 256x1M pixels by the centre crop
     (about 900 MB and seconds of CPU on the robot); it is now refused by to_rgb8 in microseconds,
@@ -210,13 +206,10 @@ def test_extreme_aspect_ratio_frame_cannot_blow_up_preprocessing():
     from fsplit_ros.models.preprocess import resize_center_crop
     with pytest.raises(ImageEncodingError, match="aspect"):
         to_rgb8("rgb8", 2, 8192, 3 * 8192, bytes(2 * 3 * 8192))
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
+    if not reset_peak():
         pytest.skip("needs Linux /proc/self/clear_refs")
-    base = _vm_kib("VmRSS")
+    base = vm_kib("VmRSS")
     widest = to_rgb8("rgb8", 8, 8 * MAX_ASPECT_RATIO, 3 * 8 * MAX_ASPECT_RATIO, bytes(3 * 64 * MAX_ASPECT_RATIO))
     assert resize_center_crop(widest, 224, 0.875).shape == (224, 224, 3)
-    growth_mib = (_vm_kib("VmHWM") - base) / 1024
+    growth_mib = growth_since(base)
     assert growth_mib < 32, f"preprocessing the widest accepted frame grew RSS by {growth_mib:.0f} MiB"

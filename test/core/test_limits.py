@@ -5,14 +5,14 @@ nodes use so that one kind of bad input cannot hide another."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import struct
 import time
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from peak_rss import growth_since, reset_peak, vm_kib
 
 from fsplit_ros.imaging import MAX_ASPECT_RATIO
 from fsplit_ros.nodes.throttle import PerKindThrottle
@@ -41,28 +41,19 @@ def _native_image_payload(dep, width, height, body=None) -> bytes:
     return pack_payload(header, body if body is not None else _png(width, height))
 
 
-def _vm_kib(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+)", Path("/proc/self/status").read_text(), re.M).group(1))
-
-
 def test_native_frame_with_absurd_aspect_ratio_is_rejected_before_decoding(lite0):
     """Regression: a 2x8192 'camera frame' PNG (a few hundred bytes) used to be decoded and
     upscaled by the centre crop to 256x1M pixels: ~1.6 GB and seconds of CPU on the edge."""
     payload = _native_image_payload(lite0, 8192, 2)
     assert len(payload) < 2048
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        measurable = True
-    except OSError:
-        measurable = False
-    base = _vm_kib("VmRSS")
+    measurable = reset_peak()
+    base = vm_kib("VmRSS")
     start = time.perf_counter()
     with pytest.raises(OversizedPayload, match="aspect ratio"):
         EdgeDecoder(lite0).decode(payload)
     assert time.perf_counter() - start < 0.5
     if measurable:
-        assert (_vm_kib("VmHWM") - base) / 1024 < 32
+        assert growth_since(base) < 32
 
 
 def test_native_frame_at_the_widest_accepted_ratio_decodes(lite0):
