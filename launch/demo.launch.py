@@ -6,6 +6,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from fsplit_ros.launch_support import large_frame_dds_profile
+
 
 def generate_launch_description():
     share = FindPackageShare("fsplit_ros")
@@ -27,4 +29,5 @@ def generate_launch_description():
     edge = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", "edge.launch.py"])),
         launch_arguments={"backbone": arg["backbone"]}.items())
-    return LaunchDescription(declared + [source, robot, edge])
+    return LaunchDescription(declared + large_frame_dds_profile(PathJoinSubstitution([share, "config"]))
+                             + [source, robot, edge])

@@ -8,6 +8,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from fsplit_ros.launch_support import large_frame_dds_profile
+
 
 def generate_launch_description():
     config = PathJoinSubstitution([FindPackageShare("fsplit_ros"), "config"])
@@ -30,4 +32,4 @@ def generate_launch_description():
                         namespace=arg["namespace"], output="screen",
                         parameters=[arg["link_monitor_params"], {"allowed_modes": arg["allowed_modes"],
                                                              "backbone": arg["backbone"]}])
-    return LaunchDescription(declared + [encoder, link_monitor])
+    return LaunchDescription(declared + large_frame_dds_profile(config) + [encoder, link_monitor])

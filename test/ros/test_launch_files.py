@@ -85,3 +85,23 @@ def test_launch_descriptions_build_with_launch_ros():
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         assert mod.generate_launch_description().entities, launch_ros
+
+
+@pytest.mark.parametrize("launch_file", ["robot.launch.py", "demo.launch.py"])
+def test_launch_files_that_carry_camera_frames_load_the_large_frame_dds_profile(launch_file):
+    """The camera driver and the encoder share the robot's launch; both need the larger Fast DDS
+    shared-memory segment (see config/fastdds_large_frames.xml and test_transport)."""
+    tree = ast.parse((SHARE / "launch" / launch_file).read_text())
+    returned = [n for n in ast.walk(tree) if isinstance(n, ast.Return)]
+    assert any("large_frame_dds_profile" in ast.unparse(r) for r in returned), \
+        f"{launch_file} does not add large_frame_dds_profile(...) to its LaunchDescription"
+
+
+def test_large_frame_dds_profile_is_installed_with_a_big_shared_memory_segment():
+    import xml.etree.ElementTree as ET
+    root = ET.parse(SHARE / "config" / "fastdds_large_frames.xml").getroot()
+    ns = {"d": "http://www.eprosima.com"}
+    sizes = [int(e.text) for e in root.iterfind(".//d:transport_descriptor/d:segment_size", ns)]
+    assert sizes and min(sizes) >= 8 * 1024 * 1024, sizes   # a 1080p rgb8 frame is 6.2 MB
+    transports = [e.text for e in root.iterfind(".//d:transport_descriptor/d:type", ns)]
+    assert transports == ["SHM", "UDPv4"], "robot <-> edge traffic must still be able to use UDP"
