@@ -4,6 +4,8 @@ whole model onboard in `local` mode, publishing results on the same topic the ed
 Topics (relative, so a namespace per robot works):
   sub image (sensor_msgs/Image, sensor-data QoS, depth 1: the newest frame wins)
   sub link_state (fsplit_ros/LinkState): mode commands from the link monitor
+  sub frame_feedback (fsplit_ros/FrameFeedback): the edge's answers; at most max_in_flight payloads
+      go unanswered (newer frames are skipped meanwhile, so a slow link never builds a queue)
   pub compressed_feature (fsplit_ros/CompressedFeature)
   pub classification (vision_msgs/Classification) or detections (vision_msgs/Detection2DArray, for
       detectors), in local mode
@@ -18,13 +20,14 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import Image
 
 from fsplit_ros.imaging import ImageEncodingError, to_rgb8
-from fsplit_ros.msg import CompressedFeature, LinkState
+from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
 from fsplit_ros.nodes.messages import RESULT_TOPICS, result_msg, wall_time_msg
 from fsplit_ros.nodes.params import Param, check_choices, declare_parameters
 from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.codecs import TENSOR_CODECS, IMAGE_FORMATS
 from fsplit_ros.runtime import IMAGE_RESOLUTIONS, MODES, Deployment, OnboardEncoder
 from fsplit_ros.nodes.runner import run_node
+from fsplit_ros.policy import InFlightWindow
 
 PARAMETERS = [
     Param("backbone", "efficientnet_lite0", "Model name (fsplit name or timm name); must match the edge.",
@@ -43,11 +46,15 @@ PARAMETERS = [
     Param("allow_image_mode", True, "False: pixels never leave the robot (image mode refused)."),
     Param("top_k", 5, "Classes per result in local mode.", low=1, high=1000),
     Param("num_threads", 0, "torch CPU threads; 0 = torch default.", read_only=True, low=0, high=256),
+    Param("max_in_flight", 2, "At most this many payloads unanswered by the edge; newer frames are skipped "
+          "meanwhile so a slow link never queues (policy/flow_control.py). 0 = no limit.", low=0, high=100),
+    Param("in_flight_timeout_s", 2.0, "An unanswered payload frees its in-flight slot after this long.",
+          low=0.05, high=60.0),
     Param("emulated_slowdown", 1.0, "Emulate a weaker robot CPU: stretch onboard compute time by this "
           "factor (1 = real speed). Give the link monitor the same value.", low=1.0, high=100.0),
 ]
 BAD_FRAME_LOG_PERIOD_S = 10.0   # one log line per kind of bad frame per period
-RUNTIME_CHANGEABLE = {"emulated_slowdown", "image_resolution", "mode", "follow_link_monitor", "split_index",
+RUNTIME_CHANGEABLE = {"emulated_slowdown", "max_in_flight", "in_flight_timeout_s", "image_resolution", "mode", "follow_link_monitor", "split_index",
                       "tensor_codec", "image_codec", "image_quality", "allow_image_mode", "top_k"}
 
 
@@ -65,6 +72,7 @@ class EncoderNode(Node):
         self.mode = self._allowed(self.p["mode"])
         self.commanded_split = None
         self.drops = PerKindThrottle(BAD_FRAME_LOG_PERIOD_S)      # dropped frames per kind
+        self.in_flight = InFlightWindow(self.p["max_in_flight"], self.p["in_flight_timeout_s"])
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         reliable_newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -76,6 +84,7 @@ class EncoderNode(Node):
                                history=HistoryPolicy.KEEP_LAST, durability=qos_profile_sensor_data.durability)
         self.create_subscription(Image, "image", self.on_image, image_qos)
         self.create_subscription(LinkState, "link_state", self.on_link_state, 10)
+        self.create_subscription(FrameFeedback, "frame_feedback", self.on_feedback, 50)
         self.get_logger().info(
             f"encoder ready: {deployment.name} (weights {deployment.backbone.weights_hash[:12]}), modes "
             f"{self.encoder.available_modes()}, starting in '{self.mode}'")
@@ -109,7 +118,11 @@ class EncoderNode(Node):
             result.successful, result.reason = False, str(exc)
             return result
         self.mode = self._allowed(self.p["mode"])
+        self.in_flight.max_frames, self.in_flight.timeout_s = self.p["max_in_flight"], self.p["in_flight_timeout_s"]
         return result
+
+    def on_feedback(self, fb: FrameFeedback):
+        self.in_flight.answered(fb.seq)
 
     def on_link_state(self, msg: LinkState):
         if self.p["follow_link_monitor"] and msg.mode:
@@ -144,8 +157,13 @@ class EncoderNode(Node):
             self._drop("internal", f"{type(exc).__name__}: {exc}")
 
     def _process(self, msg: Image, rgb, start: float):
-        frame = self.encoder.prepare(rgb)
         mode = self.mode
+        if mode != "local" and not self.in_flight.may_send(time.time()):
+            self.get_logger().info(
+                f"link slower than the camera: skipping frames while {self.in_flight.max_frames} payloads are "
+                f"unanswered ({self.in_flight.held_back} skipped so far)", throttle_duration_sec=5.0)
+            return
+        frame = self.encoder.prepare(rgb)
         if mode == "local":
             logits = self.encoder.predict_local(frame)
             self._emulate_slow_robot(start)
@@ -163,6 +181,7 @@ class EncoderNode(Node):
         self._emulate_slow_robot(start)
         out.encode_time = time.perf_counter() - start
         out.publish_stamp = wall_time_msg()
+        self.in_flight.sent(self.seq, time.time())
         self.feature_pub.publish(out)
 
 

@@ -1,7 +1,8 @@
 """Link policy (ROS-free): estimate the link, predict each mode's latency, choose with hysteresis."""
 from fsplit_ros.policy.cost_model import CostModel, Prediction
+from fsplit_ros.policy.flow_control import InFlightWindow
 from fsplit_ros.policy.link_estimator import LinkEstimator
 from fsplit_ros.policy.probing import ProbeBudget
 from fsplit_ros.policy.selector import Decision, ModeSelector, candidate_mode
 
-__all__ = ["CostModel", "Decision", "LinkEstimator", "ModeSelector", "Prediction", "ProbeBudget", "candidate_mode"]
+__all__ = ["CostModel", "Decision", "InFlightWindow", "LinkEstimator", "ModeSelector", "Prediction", "ProbeBudget", "candidate_mode"]

@@ -1,7 +1,7 @@
 """The link policy without ROS: estimator, cost model and selector on synthetic measurements."""
 import pytest
 
-from fsplit_ros.policy import CostModel, LinkEstimator, ModeSelector
+from fsplit_ros.policy import CostModel, InFlightWindow, LinkEstimator, ModeSelector
 
 PROFILE = {"candidates": {
     "local": {"mode": "local", "split_index": None, "bytes": 0, "onboard_ms": 100.0, "offboard_ms": {"1": 0.0}},
@@ -125,3 +125,53 @@ def test_rate_follows_steps_within_a_few_samples():
         t += 0.1
         est.add_transfer(3_756, 3_756 * 8 / 20e6, t)
     assert est.rate_bps == pytest.approx(20e6, rel=0.01)
+
+
+def _simulate_uplink(window: InFlightWindow, rate_bps: float, payload_bytes: int, fps: float, seconds: float):
+    """Camera frames into a FIFO link; feedback at each payload's arrival. Returns per-payload
+    latencies (arrival - publish) and how many frames were sent."""
+    arrivals: list[tuple[float, int]] = []   # (arrival time, seq)
+    link_free_at, latencies, seq = 0.0, [], 0
+    for k in range(int(seconds * fps)):
+        now = k / fps
+        for done, s in [a for a in arrivals if a[0] <= now]:
+            window.answered(s)
+            arrivals.remove((done, s))
+        if not window.may_send(now):
+            continue
+        seq += 1
+        done = max(now, link_free_at) + payload_bytes * 8 / rate_bps
+        link_free_at = done
+        window.sent(seq, now)
+        arrivals.append((done, seq))
+        latencies.append(done - now)
+    return latencies, seq
+
+
+def test_in_flight_window_keeps_an_oversubscribed_link_from_queueing():
+    # 23 kB image payloads at 10 fps over 0.5 Mbit/s: 4.6x more than the link carries.
+    unlimited, sent_unlimited = _simulate_uplink(InFlightWindow(max_frames=0), 0.5e6, 23_000, 10.0, 10.0)
+    limited_window = InFlightWindow(max_frames=2, timeout_s=2.0)
+    limited, sent_limited = _simulate_uplink(limited_window, 0.5e6, 23_000, 10.0, 10.0)
+    per_payload = 23_000 * 8 / 0.5e6                      # 0.368 s on the link
+    assert max(unlimited) > 10 * per_payload              # without flow control the queue only grows
+    assert max(limited) <= 2 * per_payload + 0.1 + 1e-9   # at most one payload ahead (+ one frame period)
+    assert limited_window.held_back == 100 - sent_limited > 0
+    # the link stays busy: throughput is what the link carries (~27 payloads in 10 s), not less
+    assert sent_limited >= int(10.0 / per_payload) - 1
+    # a fast link is never throttled: every frame goes out
+    fast = InFlightWindow(max_frames=2)
+    _, sent_fast = _simulate_uplink(fast, 20e6, 23_000, 10.0, 10.0)
+    assert sent_fast == 100 and fast.held_back == 0
+
+
+def test_in_flight_window_frees_unanswered_slots_after_the_timeout():
+    window = InFlightWindow(max_frames=2, timeout_s=2.0)
+    window.sent(1, 0.0)
+    window.sent(2, 0.1)
+    assert not window.may_send(0.5)            # both lost in a cut: nobody answers
+    window.answered(99)                         # another robot's seq: no effect
+    assert window.in_flight(0.5) == 2
+    assert window.may_send(2.05)                # seq 1 expired
+    window.answered(2)
+    assert window.in_flight(2.05) == 0 and window.held_back == 1

@@ -44,13 +44,6 @@ def link():
 
 @pytest.mark.root
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN ISSUE (#5, open; passes in about half the runs on this machine). Fixed: sub-MTU payloads and "
-    "probes no longer fake a fast link (rate samples need >= 3 kB), the emulator's token bucket is one "
-    "frame, the probe budget cannot starve. Left: (1) after 20 -> 0.5 Mbit/s in image mode (4.6x "
-    "oversubscribed) the 0.6 s link timeout can fire before the first slow payload's feedback, so the "
-    "robot passes through `local` and reaches `split` after 2-3 s; (2) a rare rate spike near the end "
-    "of the 0.5 Mbit/s phase (cause not yet found)."))
 def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
     from fsplit_ros.cli.profile import sample_frames
     from fsplit_ros.runtime import Deployment
