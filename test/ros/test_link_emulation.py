@@ -60,6 +60,13 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
     try:
         start_standard_graph(graph, cfg, log.path)
         wait_until_ready(graph, log, topics=("results", "link_state", "frame_feedback"), timeout=180)
+        # Start from the steady state at the first rate: the cold start (first probes, first rate
+        # samples) is not a rate step and has no deadline here.
+        first_want, settle_deadline = acceptable_modes(cost, PHASES[0][0]), time.time() + 30.0
+        while not any(s["mode"] in first_want for s in log.of("link_state", since=time.time() - 0.5)):
+            assert time.time() < settle_deadline, f"never reached {first_want} at {PHASES[0][0]} Mbit/s"
+            time.sleep(0.2)
+            log.poll()
         steps = []
         for rate, duration in PHASES:
             link.set_rate(rate)
