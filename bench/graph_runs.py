@@ -11,13 +11,22 @@ from pathlib import Path
 import numpy as np
 
 from fsplit_ros.linkemu import EmulatedLink
+from fsplit_ros.runtime.deployment import default_bottleneck_path
 from fsplit_ros.process_graph import EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 
 
+WARM_UP_MBIT = 20.0
+
+
 def run_trace(cfg: GraphConfig, trace: list[tuple[float, float]], duration: float, tag: str) -> dict:
-    """trace: [(t, Mbit/s)] steps (0 = cut). Returns per-result latencies with their time and mode."""
+    """trace: [(t, Mbit/s)] steps (0 = cut). Returns per-result latencies with their time and mode.
+
+    Every configuration starts the same way: the graph comes up over a 20 Mbit/s link until the
+    first result arrives (models loaded, profile cached), then the trace starts at t = 0. A
+    configuration that delivers nothing at the trace's rates (whole-frame JPEG at 0.25 Mbit/s)
+    then shows up as 0 fps instead of never becoming ready."""
     work = Path(tempfile.mkdtemp(prefix=f"fsplit_bench_{tag}_"))
-    link = EmulatedLink(name=f"fb{os.getpid() % 10000}", rate_mbit=trace[0][1] or 0.01).open()
+    link = EmulatedLink(name=f"fb{os.getpid() % 10000}", rate_mbit=WARM_UP_MBIT).open()
     graph = ProcessGraph(work / "logs", link, env={"ROS_DOMAIN_ID": str(40 + os.getpid() % 50)})
     log = EventLog(work / "events.jsonl")
     try:
@@ -64,4 +73,12 @@ STATIC = {
 
 
 def config(base: GraphConfig, name: str) -> GraphConfig:
-    return replace(base, **STATIC[name])
+    cfg = replace(base, **STATIC[name])
+    if name == "bottleneck":
+        path = (default_bottleneck_path(cfg.backbone) if cfg.bottleneck_checkpoint == "default"
+                else Path(cfg.bottleneck_checkpoint))
+        if not path.is_file():
+            # The encoder would run `local` instead (mode unavailable): a silently wrong row.
+            raise SystemExit(f"no bottleneck checkpoint at {path}: train one (README, Training) and pass "
+                             f"--bottleneck PATH, or leave 'bottleneck' out")
+    return cfg
