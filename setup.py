@@ -22,6 +22,7 @@ setup(
         "pyyaml",
         "tqdm",
         "matplotlib",
+        "pycocotools",   # fidelity mAP of the detection task
     ],
     extras_require={"bags": ["rosbags>=0.10"], "test": ["pytest", "hypothesis"]},
     entry_points={

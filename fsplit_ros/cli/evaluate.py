@@ -1,7 +1,10 @@
 """fsplit-eval: rate vs agreement on the held-out frames for FrankenSplit checkpoints and every
-baseline (JPEG/WebP 10..95, PNG, raw split tensors), as CSV, JSON and a plot.
+baseline (JPEG/WebP 10..95, PNG, raw split tensors), as CSV, JSON and a plot. For a detector
+(`--backbone nanodet`): fidelity mAP vs bytes against the unmodified detector, for raw split
+tensors, letterboxed and whole-frame JPEG/WebP, and bottleneck checkpoints.
 
     fsplit-eval --backbone efficientnet_lite0 --checkpoints runs/train/efficientnet_lite0/*.pt --out DIR
+    fsplit-eval --backbone nanodet --out bench/results/detection_fidelity/nanodet
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import sys
 from pathlib import Path
 
 from fsplit_ros.datasets.frames import default_corpus, load_frames
+from fsplit_ros.runtime.deployment import DETECTORS
 from fsplit_ros.evaluation.rate_accuracy import (JPEG_WEBP_QUALITIES, SPLIT_CODECS, TrainedOnHeldOut,
                                                  evaluate, plot, targets)
 
@@ -23,10 +27,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--max-frames", type=int, default=0, help="cap on held-out video frames (0 = all)")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--qualities", type=int, nargs="+", default=list(JPEG_WEBP_QUALITIES),
-                    help="JPEG/WebP qualities of the image baselines")
-    ap.add_argument("--split-codecs", nargs="+", default=list(SPLIT_CODECS),
-                    help="tensor codecs of the raw split-tensor baselines")
+    ap.add_argument("--qualities", type=int, nargs="+", default=None,
+                    help="JPEG/WebP qualities of the image baselines (default: 10..95 for classifiers, "
+                         "10 30 50 70 90 95 for detectors)")
+    ap.add_argument("--split-codecs", nargs="+", default=None,
+                    help="tensor codecs of the raw split-tensor baselines (default: all for classifiers, "
+                         "fp16+zlib and uint8-channel+zlib for detectors)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -43,9 +49,13 @@ def main(argv=None) -> int:
     import cv2
     photos = [(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), label)
               for p, label in labelled_imagenet_photos() if str(p) in photo_paths]
+    if args.backbone in DETECTORS:
+        # detection has no labels for the photos either: every held-out frame is scored the same way
+        return _evaluate_detector(args, argv, frames + [rgb for rgb, _ in photos], heldout)
     try:
         rows, info = evaluate(args.backbone, [Path(c) for c in args.checkpoints], frames, photos,
-                              qualities=args.qualities, split_codecs=args.split_codecs,
+                              qualities=args.qualities or JPEG_WEBP_QUALITIES,
+                              split_codecs=args.split_codecs or SPLIT_CODECS,
                               heldout_names=[s.path.name for s in heldout])
     except (TrainedOnHeldOut, ValueError, OSError) as exc:
         print(f"fsplit-eval: {exc}", file=sys.stderr)
@@ -65,6 +75,45 @@ def main(argv=None) -> int:
         print(f"{r.method:10s} {r.setting[:42]:42s} {r.bytes_mean:8.0f} {r.bytes_p95:8.0f} {100 * r.agreement:6.1f} "
               f"{100 * r.accuracy:5.0f} {r.onboard_ms:6.2f}")
     print(json.dumps(summary["targets"], indent=1))
+    return 0
+
+
+def _evaluate_detector(args, argv, frames, heldout) -> int:
+    from fsplit_ros.evaluation import detection_fidelity as fidelity
+    try:
+        rows, info = fidelity.evaluate_detection(frames, args.backbone, [Path(c) for c in args.checkpoints],
+                                        qualities=args.qualities or fidelity.IMAGE_QUALITIES,
+                                        split_codecs=args.split_codecs or fidelity.SPLIT_CODECS,
+                                        heldout_names=[s.path.name for s in heldout])
+    except (TrainedOnHeldOut, ValueError, OSError) as exc:
+        print(f"fsplit-eval: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    cheapest = {}
+    for family in ("split", "image-model", "image-native", "bottleneck"):
+        for level in (0.9, 0.95):
+            row = fidelity.smallest_bytes_at(rows, family, level)
+            cheapest[f"{family} mAP50>={level}"] = row.to_dict() if row else None
+    summary = {"command": " ".join(["fsplit-eval", *(sys.argv[1:] if argv is None else argv)]),
+               "detector": args.backbone, "heldout_sources": [s.describe() for s in heldout], **info,
+               "cheapest": cheapest, "rows": [r.to_dict() for r in rows]}
+    (out / "detection_fidelity.json").write_text(json.dumps(summary, indent=2))
+    with open(out / "detection_fidelity.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0].to_dict()))
+        writer.writeheader()
+        writer.writerows(r.to_dict() for r in rows)
+    fidelity.plot(rows, out / "detection_fidelity.png", f"{args.backbone}: fidelity mAP vs bytes ({info['frames']} held-out "
+         f"frames, {info['reference_detections']} reference detections)")
+    lines = ["| method | setting | bytes/frame | p95 | mAP@0.5 | mAP@[.5:.95] | onboard ms | edge ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.method} | {r.setting} | {r.bytes_mean:.0f} | {r.bytes_p95:.0f} | {100 * r.map50:.1f} | "
+              f"{100 * r.map50_95:.1f} | {r.onboard_ms:.1f} | {r.edge_ms:.1f} |" for r in rows]
+    (out / "detection_fidelity.md").write_text(
+        f"Command: `{summary['command']}`  \n{info['frames']} held-out frames ({', '.join(s.path.name for s in heldout if s.kind == 'video')} + "
+        f"photos), {info['reference_detections']} reference detections at score > 0.35 in "
+        f"{info['frames_with_detections']} frames, classes: {', '.join(info['reference_classes'])}.\n\n"
+        + "\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
 
 

@@ -1,0 +1,193 @@
+"""Detection fidelity vs bytes on held-out frames, every mode through the real payload path.
+
+There are no box labels for the offline frames, so the reference is the unmodified detector itself
+("fidelity mAP"): its detections at the deployment threshold (0.35) are the ground truth, and each
+configuration's detections at COCO's evaluation threshold (0.05, the score ranks them) are scored
+against them with pycocotools' COCOeval: mAP@0.5 and mAP@[.5:.95]. The unmodified detector scores
+1.0 by construction (a check of the machinery); everything lossy scores below.
+
+Configurations: raw split tensors at each compressive split point (fp16/8-bit codecs), the
+letterboxed model input as JPEG/WebP (image mode "model"), the whole camera frame as JPEG/WebP
+(what image_transport's compressed offload sends), and FrankenSplit checkpoints when given. Per
+configuration: payload bytes per frame (mean, p95), the two mAPs, onboard ms (prepare + encode,
+median) and edge ms (decode + tail + postprocess, median)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fsplit_ros.evaluation.rate_accuracy import check_not_trained_on
+from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
+
+REFERENCE_THRESHOLD = 0.35     # what the nodes publish: the detections that count as ground truth
+EVALUATION_THRESHOLD = 0.05    # COCO evaluation keeps low-score detections for the ranking
+IMAGE_QUALITIES = (10, 30, 50, 70, 90, 95)
+SPLIT_CODECS = ("fp16+zlib", "uint8-channel+zlib")
+
+
+@dataclass
+class DetectionRow:
+    method: str          # reference | split | image-model (letterbox) | image-native (whole frame) | bottleneck
+    setting: str
+    bytes_mean: float
+    bytes_p95: float
+    map50: float         # fidelity mAP@0.5 against the unmodified detector
+    map50_95: float      # fidelity mAP@[.5:.95]
+    onboard_ms: float
+    edge_ms: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fidelity_map(reference: list[list], predicted: list[list], num_classes: int = 80) -> tuple[float, float]:
+    """(mAP@0.5, mAP@[.5:.95]) of `predicted` against `reference` as ground truth, per frame lists
+    of fsplit_ros.detection.Detection. NaN when the reference has no detection at all."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, annotations, results = [], [], []
+    for image_id, (truth, pred) in enumerate(zip(reference, predicted, strict=True), start=1):
+        images.append({"id": image_id})
+        for d in truth:
+            x1, y1, x2, y2 = d.box
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": d.class_id + 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+        for d in pred:
+            x1, y1, x2, y2 = d.box
+            results.append({"image_id": image_id, "category_id": d.class_id + 1,
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": d.score})
+    if not annotations:
+        return float("nan"), float("nan")
+    if not results:
+        return 0.0, 0.0
+    with contextlib.redirect_stdout(io.StringIO()):   # COCOeval prints its progress
+        truth = COCO()
+        truth.dataset = {"info": {}, "images": images, "annotations": annotations,
+                         "categories": [{"id": c + 1} for c in range(num_classes)]}
+        truth.createIndex()
+        evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    map50_95, map50 = evaluation.stats[0], evaluation.stats[1]
+    return max(float(map50), 0.0), max(float(map50_95), 0.0)   # -1 = no matching class at all
+
+
+def _detections(dep: Deployment, outputs, frames, threshold: float) -> list[list]:
+    from fsplit_ros.detection.detector import LetterboxMeta, letterbox_geometry
+    out = []
+    for output, frame in zip(outputs, frames):
+        scale, _, _, left, top = letterbox_geometry(frame.width, frame.height, dep.input_size)
+        meta = LetterboxMeta(frame.width, frame.height, scale, left, top, dep.input_size)
+        out.append(dep.detector.postprocess(output, meta, score_threshold=threshold))
+    return out
+
+
+def evaluate_configuration(dep: Deployment, enc: OnboardEncoder, dec: EdgeDecoder, rgb_frames, reference,
+                           mode: str, split: int | None = None) -> dict:
+    payloads, onboard, edge, predicted = [], [], [], []
+    for rgb in rgb_frames:
+        t0 = time.perf_counter()
+        frame = enc.prepare(rgb)
+        payloads.append(enc.encode(frame, mode, split))
+        t1 = time.perf_counter()
+        decoded = dec.decode(payloads[-1])
+        output = dec.run_tails([decoded])[0]
+        predicted += _detections(dep, [output], [frame], EVALUATION_THRESHOLD)
+        edge.append((time.perf_counter() - t1) * 1e3)
+        onboard.append((t1 - t0) * 1e3)
+    sizes = np.array([len(p) for p in payloads])
+    map50, map50_95 = fidelity_map(reference, predicted)
+    return {"bytes_mean": float(sizes.mean()), "bytes_p95": float(np.percentile(sizes, 95)),
+            "map50": map50, "map50_95": map50_95,
+            "onboard_ms": statistics.median(onboard), "edge_ms": statistics.median(edge)}
+
+
+@torch.no_grad()
+def evaluate_detection(frames: list[np.ndarray], detector: str = "nanodet", checkpoints=(),
+                       qualities=IMAGE_QUALITIES, split_codecs=SPLIT_CODECS, heldout_names=()
+                       ) -> tuple[list[DetectionRow], dict]:
+    """Every configuration on the same held-out RGB frames; checkpoints trained on any of
+    `heldout_names` are refused."""
+    dep = Deployment.load(detector, bottleneck=None)
+    bottlenecks = {}
+    for path in checkpoints:
+        bdep = Deployment.load(detector, bottleneck=path)
+        check_not_trained_on(Path(path), bdep.bottleneck_metadata or {}, heldout_names)
+        bottlenecks[str(path)] = bdep
+    base = OnboardEncoder(dep)
+    prepared = [base.prepare(f) for f in frames]
+    local_outputs = [base.predict_local(p) for p in prepared]
+    reference = _detections(dep, local_outputs, prepared, REFERENCE_THRESHOLD)
+    # The reference configuration goes through the same scoring: 1.0 by construction.
+    ref50, ref50_95 = fidelity_map(reference, _detections(dep, local_outputs, prepared, EVALUATION_THRESHOLD))
+    rows = [DetectionRow("reference", "unmodified detector (local)", 0.0, 0.0, ref50, ref50_95, float("nan"),
+                         float("nan"))]
+    jobs = [("bottleneck", str(p)) for p in checkpoints]
+    jobs += [("split", (index, codec)) for index in dep.compressive_split_indices() for codec in split_codecs]
+    jobs += [(f"image-{res}", (codec, q)) for res in ("model", "native") for codec in ("jpeg", "webp")
+             for q in qualities]
+    for method, arg in tqdm(jobs, desc="configurations", unit="cfg"):
+        if method == "bottleneck":
+            bdep = bottlenecks[arg]
+            setting = f"beta={(bdep.bottleneck_metadata or {}).get('beta')} ({Path(arg).name})"
+            res = evaluate_configuration(bdep, OnboardEncoder(bdep), EdgeDecoder(bdep), frames, reference,
+                                         "bottleneck")
+        elif method == "split":
+            index, codec = arg
+            setting = f"{index} {dep.split_point(index).name} {codec}"
+            res = evaluate_configuration(dep, OnboardEncoder(dep, tensor_codec=codec), EdgeDecoder(dep), frames,
+                                         reference, "split", index)
+        else:
+            codec, quality = arg
+            setting = f"{codec} q{quality}"
+            enc = OnboardEncoder(dep, image_codec=codec, image_quality=quality,
+                                 image_resolution=method.split("-", 1)[1])
+            res = evaluate_configuration(dep, enc, EdgeDecoder(dep), frames, reference, "image")
+        rows.append(DetectionRow(method, setting, **res))
+    info = {"frames": len(frames), "reference_detections": sum(len(r) for r in reference),
+            "frames_with_detections": sum(1 for r in reference if r),
+            "reference_classes": sorted({d.class_name for r in reference for d in r})}
+    return rows, info
+
+
+def smallest_bytes_at(rows: list[DetectionRow], method_prefix: str, min_map50: float) -> DetectionRow | None:
+    """The cheapest row of a method family that keeps at least `min_map50` fidelity mAP@0.5."""
+    ok = [r for r in rows if r.method.startswith(method_prefix) and r.map50 >= min_map50]
+    return min(ok, key=lambda r: r.bytes_mean, default=None)
+
+
+def plot(rows: list[DetectionRow], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharex=True)
+    groups: dict[str, list[DetectionRow]] = {}
+    for r in rows:
+        if r.method == "reference":
+            continue
+        key = r.method if r.method in ("bottleneck",) else (
+            f"split {r.setting.split()[-1]}" if r.method == "split" else f"{r.method} {r.setting.split()[0]}")
+        groups.setdefault(key, []).append(r)
+    for ax, metric, label in ((axes[0], "map50", "fidelity mAP@0.5"), (axes[1], "map50_95", "fidelity mAP@[.5:.95]")):
+        for key, rs in sorted(groups.items()):
+            rs = sorted(rs, key=lambda r: r.bytes_mean)
+            ax.plot([r.bytes_mean for r in rs], [100 * getattr(r, metric) for r in rs],
+                    "o-" if len(rs) > 1 else "s", ms=4, label=key)
+        ax.set_xscale("log")
+        ax.set_xlabel("payload bytes per frame (log)")
+        ax.set_ylabel(f"{label} vs the unmodified detector (%)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
