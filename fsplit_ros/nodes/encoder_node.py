@@ -48,13 +48,16 @@ PARAMETERS = [
     Param("num_threads", 0, "torch CPU threads; 0 = torch default.", read_only=True, low=0, high=256),
     Param("max_in_flight", 2, "At most this many payloads unanswered by the edge; newer frames are skipped "
           "meanwhile so a slow link never queues (policy/flow_control.py). 0 = no limit.", low=0, high=100),
-    Param("in_flight_timeout_s", 2.0, "An unanswered payload frees its in-flight slot after this long.",
-          low=0.05, high=60.0),
+    Param("max_queue_delay_s", 0.25, "A further payload goes out while others are unanswered only if all of "
+          "them clear the link within this long at the link monitor's measured rate.", low=0.0, high=10.0),
+    Param("in_flight_timeout_s", 2.0, "An unanswered payload frees its slot after this long plus its expected "
+          "transfer time.", low=0.05, high=60.0),
     Param("emulated_slowdown", 1.0, "Emulate a weaker robot CPU: stretch onboard compute time by this "
           "factor (1 = real speed). Give the link monitor the same value.", low=1.0, high=100.0),
 ]
 BAD_FRAME_LOG_PERIOD_S = 10.0   # one log line per kind of bad frame per period
-RUNTIME_CHANGEABLE = {"emulated_slowdown", "max_in_flight", "in_flight_timeout_s", "image_resolution", "mode", "follow_link_monitor", "split_index",
+RUNTIME_CHANGEABLE = {"emulated_slowdown", "max_in_flight", "max_queue_delay_s", "in_flight_timeout_s", "image_resolution",
+                      "mode", "follow_link_monitor", "split_index",
                       "tensor_codec", "image_codec", "image_quality", "allow_image_mode", "top_k"}
 
 
@@ -72,9 +75,14 @@ class EncoderNode(Node):
         self.mode = self._allowed(self.p["mode"])
         self.commanded_split = None
         self.drops = PerKindThrottle(BAD_FRAME_LOG_PERIOD_S)      # dropped frames per kind
-        self.in_flight = InFlightWindow(self.p["max_in_flight"], self.p["in_flight_timeout_s"])
+        self.in_flight = InFlightWindow(self.p["max_in_flight"], self.p["in_flight_timeout_s"],
+                                        self.p["max_queue_delay_s"])
+        self.link_rate_bps = 0.0                 # the link monitor's measured rate (0 = unknown)
+        self.last_payload_bytes: dict[str, int] = {}   # mode -> size of its last payload
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
+        # Depth 1: a payload the link could not deliver is replaced by the newest rather than repaired
+        # behind it (flow control keeps a second payload off the link unless both clear it quickly).
         reliable_newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                      history=HistoryPolicy.KEEP_LAST)
         self.feature_pub = self.create_publisher(CompressedFeature, "compressed_feature", reliable_newest)
@@ -119,12 +127,14 @@ class EncoderNode(Node):
             return result
         self.mode = self._allowed(self.p["mode"])
         self.in_flight.max_frames, self.in_flight.timeout_s = self.p["max_in_flight"], self.p["in_flight_timeout_s"]
+        self.in_flight.queue_budget_s = self.p["max_queue_delay_s"]
         return result
 
     def on_feedback(self, fb: FrameFeedback):
         self.in_flight.answered(fb.seq)
 
     def on_link_state(self, msg: LinkState):
+        self.link_rate_bps = msg.rate_bps
         if self.p["follow_link_monitor"] and msg.mode:
             new = self._allowed(msg.mode)
             valid_splits = self.deployment.compressive_split_indices()
@@ -158,10 +168,11 @@ class EncoderNode(Node):
 
     def _process(self, msg: Image, rgb, start: float):
         mode = self.mode
-        if mode != "local" and not self.in_flight.may_send(time.time()):
+        if mode != "local" and not self.in_flight.may_send(time.time(), self.last_payload_bytes.get(mode, 0),
+                                                            self.link_rate_bps):
             self.get_logger().info(
-                f"link slower than the camera: skipping frames while {self.in_flight.max_frames} payloads are "
-                f"unanswered ({self.in_flight.held_back} skipped so far)", throttle_duration_sec=5.0)
+                f"link slower than the camera: skipping frames while payloads are unanswered "
+                f"({self.in_flight.held_back} skipped so far)", throttle_duration_sec=5.0)
             return
         frame = self.encoder.prepare(rgb)
         if mode == "local":
@@ -181,7 +192,8 @@ class EncoderNode(Node):
         self._emulate_slow_robot(start)
         out.encode_time = time.perf_counter() - start
         out.publish_stamp = wall_time_msg()
-        self.in_flight.sent(self.seq, time.time())
+        self.in_flight.sent(self.seq, len(payload), time.time())
+        self.last_payload_bytes[mode] = len(payload)
         self.feature_pub.publish(out)
 
 

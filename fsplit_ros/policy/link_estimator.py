@@ -47,7 +47,11 @@ class LinkEstimator:
         link now."""
         if self.last_reply is not None and now - self.last_reply > self.outage_s:
             self._transfers.clear()
-            self._rate = self.initial_rate_bps   # unknown again: start from the conservative prior
+            # Unknown again: start from the conservative prior, but never ABOVE what was measured
+            # before. A slow link whose payloads take longer than outage_s looks like a string of
+            # outages; raising its estimate to the prior each time would size probes (and the
+            # encoder's flow control) for a link 4x faster than it is.
+            self._rate = min(self.rate_bps, self.initial_rate_bps)
             self._outage_end = now
         self.last_reply = now
 

@@ -67,6 +67,14 @@ def test_estimator_rate_rtt_queueing_and_outage():
     assert est.rate_bps == pytest.approx(est.initial_rate_bps)
     est.add_feedback(10_000, publish_t=4.0, arrival_t=5.1, edge_residence_s=0.0)   # queued across the cut
     assert est.sample_count() == 0
+    # ... but an outage never raises a lower measured rate to the prior (a slow link whose payloads
+    # take longer than outage_s would otherwise be probed as if it carried 1 Mbit/s)
+    slow = LinkEstimator(window_s=2.0, outage_s=0.6, initial_rate_bps=1e6)
+    slow.add_transfer(20_000, 0.64, now=1.0)         # 0.25 Mbit/s
+    slow.add_transfer(20_000, 0.64, now=1.5)
+    assert slow.rate_bps == pytest.approx(0.25e6)
+    slow.add_rtt(0.004, now=3.0)                     # after a silence
+    assert slow.rate_bps == pytest.approx(0.25e6)
 
 
 def test_probe_budget_stays_within_its_fraction_and_spans_several_packets():
@@ -127,7 +135,8 @@ def test_rate_follows_steps_within_a_few_samples():
     assert est.rate_bps == pytest.approx(20e6, rel=0.01)
 
 
-def _simulate_uplink(window: InFlightWindow, rate_bps: float, payload_bytes: int, fps: float, seconds: float):
+def _simulate_uplink(window: InFlightWindow, rate_bps: float, payload_bytes: int, fps: float, seconds: float,
+                     measured_rate_bps: float = 0.0):
     """Camera frames into a FIFO link; feedback at each payload's arrival. Returns per-payload
     latencies (arrival - publish) and how many frames were sent."""
     arrivals: list[tuple[float, int]] = []   # (arrival time, seq)
@@ -137,12 +146,12 @@ def _simulate_uplink(window: InFlightWindow, rate_bps: float, payload_bytes: int
         for done, s in [a for a in arrivals if a[0] <= now]:
             window.answered(s)
             arrivals.remove((done, s))
-        if not window.may_send(now):
+        if not window.may_send(now, payload_bytes, measured_rate_bps):
             continue
         seq += 1
         done = max(now, link_free_at) + payload_bytes * 8 / rate_bps
         link_free_at = done
-        window.sent(seq, now)
+        window.sent(seq, payload_bytes, now)
         arrivals.append((done, seq))
         latencies.append(done - now)
     return latencies, seq
@@ -150,28 +159,50 @@ def _simulate_uplink(window: InFlightWindow, rate_bps: float, payload_bytes: int
 
 def test_in_flight_window_keeps_an_oversubscribed_link_from_queueing():
     # 23 kB image payloads at 10 fps over 0.5 Mbit/s: 4.6x more than the link carries.
-    unlimited, sent_unlimited = _simulate_uplink(InFlightWindow(max_frames=0), 0.5e6, 23_000, 10.0, 10.0)
-    limited_window = InFlightWindow(max_frames=2, timeout_s=2.0)
-    limited, sent_limited = _simulate_uplink(limited_window, 0.5e6, 23_000, 10.0, 10.0)
     per_payload = 23_000 * 8 / 0.5e6                      # 0.368 s on the link
+    unlimited, _ = _simulate_uplink(InFlightWindow(max_frames=0), 0.5e6, 23_000, 10.0, 10.0)
     assert max(unlimited) > 10 * per_payload              # without flow control the queue only grows
-    assert max(limited) <= 2 * per_payload + 0.1 + 1e-9   # at most one payload ahead (+ one frame period)
-    assert limited_window.held_back == 100 - sent_limited > 0
-    # the link stays busy: throughput is what the link carries (~27 payloads in 10 s), not less
-    assert sent_limited >= int(10.0 / per_payload) - 1
+    # Right after the step the rate estimate still says 20 Mbit/s: the frame count alone bounds the
+    # queue to one payload ahead.
+    stale = InFlightWindow(max_frames=2, timeout_s=2.0)
+    limited, sent_stale = _simulate_uplink(stale, 0.5e6, 23_000, 10.0, 10.0, measured_rate_bps=20e6)
+    assert max(limited) <= 2 * per_payload + 0.1 + 1e-9
+    assert stale.held_back == 100 - sent_stale > 0
+    assert sent_stale >= int(10.0 / per_payload) - 1      # the link stays busy: ~27 payloads in 10 s
+    # Once the rate is measured, two 23 kB payloads (0.74 s) exceed the 0.25 s queue budget: one at
+    # a time, so a payload never waits behind another.
+    measured = InFlightWindow(max_frames=2, timeout_s=2.0, queue_budget_s=0.25)
+    one_at_a_time, sent_measured = _simulate_uplink(measured, 0.5e6, 23_000, 10.0, 10.0, measured_rate_bps=0.5e6)
+    assert max(one_at_a_time) == pytest.approx(per_payload)
+    assert sent_measured >= 0.8 * 10.0 / per_payload      # idle only until the next camera frame
     # a fast link is never throttled: every frame goes out
     fast = InFlightWindow(max_frames=2)
-    _, sent_fast = _simulate_uplink(fast, 20e6, 23_000, 10.0, 10.0)
+    _, sent_fast = _simulate_uplink(fast, 20e6, 23_000, 10.0, 10.0, measured_rate_bps=20e6)
     assert sent_fast == 100 and fast.held_back == 0
+
+
+def test_in_flight_window_pipelines_small_payloads_and_always_lets_one_through():
+    window = InFlightWindow(max_frames=2, queue_budget_s=0.25)
+    window.sent(1, 2_000, 0.0)
+    assert window.may_send(0.01, 2_000, 0.5e6)            # 4 kB clear 0.5 Mbit/s in 64 ms: pipeline
+    window.sent(2, 2_000, 0.01)
+    assert not window.may_send(0.02, 2_000, 0.5e6)        # but never more than max_frames
+    idle = InFlightWindow(max_frames=2, queue_budget_s=0.25)
+    assert idle.may_send(0.0, 10_000_000, 1e3)            # nothing in flight: even a huge payload goes
 
 
 def test_in_flight_window_frees_unanswered_slots_after_the_timeout():
     window = InFlightWindow(max_frames=2, timeout_s=2.0)
-    window.sent(1, 0.0)
-    window.sent(2, 0.1)
+    window.sent(1, 1_000, 0.0)
+    window.sent(2, 1_000, 0.1)
     assert not window.may_send(0.5)            # both lost in a cut: nobody answers
     window.answered(99)                         # another robot's seq: no effect
     assert window.in_flight(0.5) == 2
     assert window.may_send(2.05)                # seq 1 expired
     window.answered(2)
     assert window.in_flight(2.05) == 0 and window.held_back == 1
+    # a payload that takes long to cross a slow link is not given up before it could arrive, even if
+    # it was sent while the estimate still said "fast"
+    slow = InFlightWindow(max_frames=1, timeout_s=2.0)
+    slow.sent(1, 150_000, 0.0)                  # 4.8 s at 0.25 Mbit/s
+    assert slow.in_flight(5.0, 0.25e6) == 1 and slow.in_flight(6.9, 0.25e6) == 0
