@@ -83,13 +83,8 @@ def fidelity_map(reference: list[list], predicted: list[list], num_classes: int 
 
 
 def _detections(dep: Deployment, outputs, frames, threshold: float) -> list[list]:
-    from fsplit_ros.detection.detector import LetterboxMeta, letterbox_geometry
-    out = []
-    for output, frame in zip(outputs, frames):
-        scale, _, _, left, top = letterbox_geometry(frame.width, frame.height, dep.input_size)
-        meta = LetterboxMeta(frame.width, frame.height, scale, left, top, dep.input_size)
-        out.append(dep.detector.postprocess(output, meta, score_threshold=threshold))
-    return out
+    return [dep.results(output, frame.width, frame.height, score_threshold=threshold)
+            for output, frame in zip(outputs, frames)]
 
 
 def evaluate_configuration(dep: Deployment, enc: OnboardEncoder, dec: EdgeDecoder, rgb_frames, reference,

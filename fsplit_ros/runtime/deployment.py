@@ -55,14 +55,15 @@ class Deployment:
         cfg = self.backbone.data_config
         return normalize(pixels, cfg["mean"], cfg["std"])
 
-    def results(self, output: torch.Tensor, image_width: int, image_height: int):
-        """One frame's model output -> logits (classification) or detections in original pixels."""
+    def results(self, output: torch.Tensor, image_width: int, image_height: int, **postprocess_options):
+        """One frame's model output -> logits (classification) or detections in original pixels
+        (`postprocess_options`, e.g. score_threshold, go to the detector's postprocess)."""
         if self.detector is None:
             return output
         from fsplit_ros.detection.detector import LetterboxMeta, letterbox_geometry
         scale, _, _, left, top = letterbox_geometry(image_width, image_height, self.input_size)
         meta = LetterboxMeta(image_width, image_height, scale, left, top, self.input_size)
-        return self.detector.postprocess(output, meta)
+        return self.detector.postprocess(output, meta, **postprocess_options)
 
     @classmethod
     def load(cls, backbone: str, weights: str | Path | None = None,
