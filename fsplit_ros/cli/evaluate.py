@@ -63,11 +63,7 @@ def main(argv=None) -> int:
     summary = {"command": " ".join(["fsplit-eval", *(sys.argv[1:] if argv is None else argv)]),
                "backbone": args.backbone, "heldout_sources": [s.describe() for s in heldout],
                **info, "targets": targets(rows), "rows": [r.to_dict() for r in rows]}
-    (out / "rate_accuracy.json").write_text(json.dumps(summary, indent=2))
-    with open(out / "rate_accuracy.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0].to_dict()))
-        writer.writeheader()
-        writer.writerows(r.to_dict() for r in rows)
+    _write_table(out / "rate_accuracy", summary, rows)
     plot(rows, out / "rate_accuracy.png", f"{args.backbone}: rate vs top-1 agreement "
          f"({info['frames'] + info['photos']} held-out frames)")
     print(f"{'method':10s} {'setting':42s} {'bytes':>8s} {'p95':>8s} {'agree':>6s} {'acc':>5s} {'ms':>6s}")
@@ -76,6 +72,15 @@ def main(argv=None) -> int:
               f"{100 * r.accuracy:5.0f} {r.onboard_ms:6.2f}")
     print(json.dumps(summary["targets"], indent=1))
     return 0
+
+
+def _write_table(stem: Path, summary: dict, rows) -> None:
+    """summary -> STEM.json, rows -> STEM.csv (one column per field)."""
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0].to_dict()))
+        writer.writeheader()
+        writer.writerows(r.to_dict() for r in rows)
 
 
 def _evaluate_detector(args, argv, frames, heldout) -> int:
@@ -97,11 +102,7 @@ def _evaluate_detector(args, argv, frames, heldout) -> int:
     summary = {"command": " ".join(["fsplit-eval", *(sys.argv[1:] if argv is None else argv)]),
                "detector": args.backbone, "heldout_sources": [s.describe() for s in heldout], **info,
                "cheapest": cheapest, "rows": [r.to_dict() for r in rows]}
-    (out / "detection_fidelity.json").write_text(json.dumps(summary, indent=2))
-    with open(out / "detection_fidelity.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0].to_dict()))
-        writer.writeheader()
-        writer.writerows(r.to_dict() for r in rows)
+    _write_table(out / "detection_fidelity", summary, rows)
     fidelity.plot(rows, out / "detection_fidelity.png", f"{args.backbone}: fidelity mAP vs bytes ({info['frames']} held-out "
          f"frames, {info['reference_detections']} reference detections)")
     lines = ["| method | setting | bytes/frame | p95 | mAP@0.5 | mAP@[.5:.95] | onboard ms | edge ms |",
