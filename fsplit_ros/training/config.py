@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from fsplit_ros.bottleneck.network import ENCODERS
 from fsplit_ros.datasets.frames import (DEFAULT_FRAMES_PER_VIDEO, DEFAULT_HELDOUT_EVERY,
                                         DEFAULT_MAX_SHORT_SIDE)
 
@@ -20,8 +21,10 @@ class TrainConfig:
     injection_split: int | None = None          # None = BACKBONES[backbone].injection_split
     target_channels: int | None = None          # None = channels of h at the injection split
     target_stride: int | None = None            # None = input size / spatial size of h
+    encoder: str = "head"                       # "head" (backbone head + transform) or "image"
+                                                # (the paper's pixel encoder): bottleneck/network.py
     latent_channels: int = 48
-    encoder_channels: int = 48
+    encoder_channels: int = 48                  # g_a width ("head": of the transform after it)
     decoder_channels: int = 96
     # --- objective: L = g1*MSE + g2*saliency-weighted MSE + beta * R, R in bits per input pixel --
     betas: list[float] = field(default_factory=lambda: [4.0, 16.0, 64.0])
@@ -31,6 +34,7 @@ class TrainConfig:
     batch_size: int = 16
     steps: int = 20000
     lr: float = 1e-3
+    prior_lr: float = 1e-2                      # the factorized prior's density parameters
     aux_lr: float = 1e-3
     lr_schedule: str = "cosine"                 # "cosine" (to lr * min_lr_ratio) or "constant"
     min_lr_ratio: float = 0.05
@@ -50,9 +54,9 @@ class TrainConfig:
     frames_per_video: int = DEFAULT_FRAMES_PER_VIDEO   # ... at most this many, spread evenly
     heldout_every_kth_frame: int = DEFAULT_HELDOUT_EVERY
     max_short_side: int = DEFAULT_MAX_SHORT_SIDE  # cached frames are downscaled to this
-    crop_scale: tuple[float, float] = (0.25, 1.0)
+    crop_scale: tuple[float, float] = (0.25, 1.0)   # random resized crop: fraction of frame area
     train_patch: int | None = None              # losses on a random patch of each 224 sample (a
-                                                # multiple of the target stride); None = whole input  # random resized crop: fraction of frame area
+                                                # multiple of the target stride); None = whole input
     # --- bookkeeping ----------------------------------------------------------------------------
     out_dir: str | None = None                  # None = runs/train/<backbone>
     cache_dir: str | None = None                # saliency cache; None = ~/.cache/fsplit_ros/saliency
@@ -66,13 +70,15 @@ class TrainConfig:
                                          else self.betas)]
         self.gammas = tuple(float(g) for g in self.gammas)
         self.crop_scale = tuple(float(c) for c in self.crop_scale)
-        for name in ("lr", "aux_lr", "min_lr_ratio", "clip_grad_norm"):
+        for name in ("lr", "prior_lr", "aux_lr", "min_lr_ratio", "clip_grad_norm"):
             setattr(self, name, float(getattr(self, name)))   # YAML reads "1e-3" as a string
         if not self.betas or any(b < 0 for b in self.betas):
             raise ValueError(f"betas must be a non-empty list of non-negative numbers, got {self.betas}")
         if len(self.gammas) != 2 or min(self.gammas) < 0 or abs(sum(self.gammas) - 1) > 1e-6:
             raise ValueError(f"gammas (g1, g2) must be two non-negative numbers with g1 + g2 = 1, "
                              f"got {self.gammas}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got '{self.encoder}'")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got '{self.lr_schedule}'")
         for name in ("batch_size", "steps", "log_every", "checkpoint_every", "every_kth_frame",

@@ -69,7 +69,7 @@ def resolve_bottleneck_config(cfg: TrainConfig, backbone: LoadedBackbone) -> Bot
     return BottleneckConfig(backbone=backbone.name, injection_split=split, target_channels=channels,
                             target_stride=stride, input_size=size,
                             latent_channels=cfg.latent_channels, encoder_channels=cfg.encoder_channels,
-                            decoder_channels=cfg.decoder_channels)
+                            decoder_channels=cfg.decoder_channels, encoder=cfg.encoder)
 
 
 def _model_device(backbone: LoadedBackbone) -> torch.device:
@@ -160,13 +160,21 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def split_parameters(model: torch.nn.Module) -> tuple[list, list]:
-    """(main, aux): the entropy bottleneck's quantiles are fitted by the aux loss only (CompressAI)."""
-    main, aux = [], []
+def split_parameters(model: torch.nn.Module) -> tuple[list, list, list]:
+    """(networks, prior, aux): g_a/g_s; the factorized prior's density parameters (their own learning
+    rate: the prior must follow the latents quickly, or the rate term lags for thousands of steps);
+    the entropy bottleneck's quantiles, fitted by the aux loss only (CompressAI)."""
+    networks, prior, aux = [], [], []
     for name, p in model.named_parameters():
-        if p.requires_grad:
-            (aux if name.endswith("quantiles") else main).append(p)
-    return main, aux
+        if not p.requires_grad:
+            continue
+        if name.endswith("quantiles"):
+            aux.append(p)
+        elif name.startswith("entropy_bottleneck."):
+            prior.append(p)
+        else:
+            networks.append(p)
+    return networks, prior, aux
 
 
 def beta_tag(beta: float) -> str:
@@ -227,9 +235,11 @@ class BottleneckTrainer:
 
     def _new_model(self) -> FrankenSplitBottleneck:
         """The starting point: cfg.init_from's weights (warm start), else a seeded initialisation
-        (every beta of a sweep starts from the same one)."""
+        (every beta of a sweep starts from the same one; a "head" encoder from the teacher's head)."""
         torch.manual_seed(self.cfg.seed)
-        model = FrankenSplitBottleneck(self.bcfg)
+        head = (copy.deepcopy(self.teacher).to("cpu", memory_format=torch.contiguous_format)
+                .requires_grad_(True) if self.bcfg.encoder == "head" else None)
+        model = FrankenSplitBottleneck(self.bcfg, head=head)
         if self.cfg.init_from:
             warm, info = load_bottleneck(self.cfg.init_from)
             if info["config"] != self.bcfg.to_dict():
@@ -266,9 +276,14 @@ class BottleneckTrainer:
             raise TrainingStateError(
                 f"{self.state_path} belongs to another run (beta {state['beta']}, "
                 f"{state['bottleneck_config']}): resume with the same config, or use another --out")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        aux_opt.load_state_dict(state["aux_optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            aux_opt.load_state_dict(state["aux_optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise TrainingStateError(
+                f"{self.state_path} was written by another version of the trainer ({exc}): start "
+                f"afresh with another --out, or warm-start from its checkpoint with --init-from") from exc
         if state.get("train_sources") != self._train_source_names():
             warnings.warn(f"resuming {self.state_path} with different training sources than it was "
                           f"started with", stacklevel=3)
@@ -322,8 +337,10 @@ class BottleneckTrainer:
     def train(self, resume: bool = False) -> TrainResult:
         cfg = self.cfg
         model = self._new_model().train()
-        main_params, aux_params = split_parameters(model)
-        opt = torch.optim.Adam(main_params, lr=cfg.lr)
+        network_params, prior_params, aux_params = split_parameters(model)
+        main_params = network_params + prior_params
+        opt = torch.optim.Adam([{"params": network_params, "base_lr": cfg.lr},
+                                {"params": prior_params, "base_lr": cfg.prior_lr}], lr=cfg.lr)
         aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
         step, log, evals, seconds = 0, [], [], 0.0
         torch.manual_seed(cfg.seed + 1)   # noise of the rounding relaxation
@@ -358,7 +375,7 @@ class BottleneckTrainer:
         t_start = time.perf_counter() - seconds
         for batch in loader:
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg, step)
+                group["lr"] = group["base_lr"] * lr_factor(cfg, step)
             terms = self.losses(model, batch, step)
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(f"loss is {terms['loss'].item()} at step {step}: lower lr "
@@ -468,7 +485,7 @@ class BottleneckTrainer:
             "beta_unit": "feature MSE per bit per input pixel (R in bpp)",
             "gammas": list(self.cfg.effective_gammas), "saliency": self.g2 > 0,
             "steps": step, "seconds": round(seconds, 1), "batch_size": cfg.batch_size, "lr": cfg.lr,
-            "aux_lr": cfg.aux_lr, "lr_schedule": cfg.lr_schedule, "train_patch": cfg.train_patch,
+            "prior_lr": cfg.prior_lr, "aux_lr": cfg.aux_lr, "encoder": self.bcfg.encoder, "lr_schedule": cfg.lr_schedule, "train_patch": cfg.train_patch,
             "seed": cfg.seed, "device": cfg.device,
             "init_from": self._init_from_record(),
             "train_sources": [s.describe() for s in data.train_sources],

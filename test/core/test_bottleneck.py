@@ -1,6 +1,7 @@
 """The FrankenSplit bottleneck: architecture budget and shapes, the checkpoint (tables saved and
 never recomputed, content hash, tamper detection), bit-exact rANS round trips in-process and in a
 fresh process, and how a Deployment attaches a checkpoint."""
+import copy
 import dataclasses
 import os
 import subprocess
@@ -75,6 +76,31 @@ def test_stride_4_blueprint_upsamples_and_bad_configs_are_refused(make_bottlenec
         FrankenSplitBottleneck(dataclasses.replace(CONFIG, input_size=220))
     with pytest.raises(ValueError, match="stride"):
         FrankenSplitBottleneck(dataclasses.replace(CONFIG, target_stride=16))
+
+
+def test_head_encoder_starts_as_the_backbone_head_and_keeps_its_batchnorm_statistics(lite0, photo_tensor):
+    config = dataclasses.replace(CONFIG, encoder="head", encoder_channels=96)
+    teacher = lite0.splittable.head(config.injection_split)
+    model = FrankenSplitBottleneck(config, head=copy.deepcopy(teacher).requires_grad_(True))
+    model.train()
+    with torch.no_grad():
+        assert torch.equal(model.g_a.head(photo_tensor), teacher(photo_tensor))   # h, exactly
+        z = model.g_a(photo_tensor)
+        h_tilde, _ = model(photo_tensor)
+    batchnorms = [m for m in model.g_a.head.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert batchnorms and not any(m.training for m in batchnorms)   # statistics stay the teacher's
+    assert model.g_a.transform.training and model.g_s.training
+    assert config.latent_shape == (48, 28, 28) == tuple(z.shape[1:])
+    assert tuple(h_tilde.shape) == (1, 40, 28, 28)
+    assert model.encoder_parameter_count() <= 150_000
+    # the architecture-only build (what a checkpoint is loaded into) has the very same layout
+    blank = FrankenSplitBottleneck(config)
+    assert {k: v.shape for k, v in blank.state_dict().items()} == \
+        {k: v.shape for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="unknown encoder"):
+        FrankenSplitBottleneck(dataclasses.replace(CONFIG, encoder="pixels"))
+    with pytest.raises(ValueError, match="a head was given"):
+        FrankenSplitBottleneck(CONFIG, head=copy.deepcopy(teacher))
 
 
 # --- checkpoint -----------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from fsplit_ros.splitting import SplittableModel
 from fsplit_ros.training.config import TrainConfig, load_config
 from fsplit_ros.training.saliency import cached_saliency, grad_cam
 from fsplit_ros.training.trainer import (BottleneckTrainer, StepBatches, TrainingStateError,
-                                         prepare_data, resolve_bottleneck_config, train_sweep)
+                                         prepare_data, resolve_bottleneck_config, split_parameters,
+                                         train_sweep)
 
 REPO = Path(__file__).resolve().parents[2]
 PHOTOS = [str(p) for p, _ in labelled_imagenet_photos()]
@@ -108,7 +109,9 @@ def test_checkpoint_loads_with_metadata_and_decodes_bit_exactly(tiny_run, photos
     assert [Path(p).name for p in TRAIN] == meta["train_sources"]
     assert [Path(p).name for p in HELDOUT] == meta["heldout_sources"]
     assert meta["torch"] == torch.__version__ and meta["command"] == "pytest tiny run"
+    assert meta["encoder"] == "head" and meta["prior_lr"] == cfg.prior_lr
     assert info["config"]["injection_split"] == 6 and info["config"]["target_channels"] == 40
+    assert info["config"]["encoder"] == "head"
     summary = json.loads((result.checkpoint.parent / "summary.json").read_text())
     assert summary[0]["beta"] == 64.0 and summary[0]["heldout_bytes_per_image"] > 0
 
@@ -120,6 +123,24 @@ def test_checkpoint_loads_with_metadata_and_decodes_bit_exactly(tiny_run, photos
     assert strings_mem == strings_disk and shape_mem == shape_disk
     assert len(set(strings_mem)) == 2                         # different images, different streams
     assert torch.equal(trained.decompress(strings_mem, shape_mem), loaded.decompress(strings_disk, shape_disk))
+
+
+def test_head_encoder_starts_from_the_teacher_and_the_prior_has_its_own_learning_rate(backbone, photos):
+    cfg = TrainConfig(train_sources=TRAIN[:2], heldout_sources=HELDOUT[:1], saliency=False)
+    trainer = BottleneckTrainer(cfg, 2.0, backbone, prepare_data(cfg, backbone, 6, progress=False),
+                                progress=False)
+    model = trainer._new_model()
+    x = torch.cat([_prep(rgb) for rgb, _ in photos[:2]]).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(model.g_a.head(x), trainer.teacher(x), atol=1e-5)
+    assert all(p.requires_grad for p in model.g_a.parameters())           # the copy is trained ...
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())  # ... the teacher is not
+    networks, prior, aux = split_parameters(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert [names[id(p)] for p in aux] == ["entropy_bottleneck.quantiles"]
+    assert prior and all(names[id(p)].startswith("entropy_bottleneck.") for p in prior)
+    assert all(names[id(p)].startswith(("g_a.", "g_s.")) for p in networks)
+    assert len(networks) + len(prior) + len(aux) == len(names)
 
 
 def test_resume_continues_the_step_counter_and_matches_an_uninterrupted_run(tmp_path):
