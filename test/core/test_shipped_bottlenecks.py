@@ -1,0 +1,51 @@
+"""The bottleneck checkpoints that ship in fsplit_ros/weights (trained by tools/train_defaults.sh):
+they load as the nodes' default, belong to the exact backbone weights deployed with them, were
+never trained on the held-out files, are small, and through the real payload path keep most of
+the model's own predictions on the labelled photos at a fraction of the JPEG q95 bytes."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fsplit_ros.datasets.offline import labelled_imagenet_photos
+from fsplit_ros.evaluation.rate_accuracy import evaluate_configuration
+from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
+from fsplit_ros.runtime.deployment import default_bottleneck_path
+
+# Floors well below the measured held-out values (BENCHMARKS.md section 1, fsplit_ros/weights/README.md)
+# on these 20 photos alone: a regression (a wrong checkpoint, a broken encoder) falls far below them.
+MIN_AGREEMENT = 0.7
+MAX_BYTES_VS_JPEG95 = 0.7
+
+
+@pytest.fixture(scope="module", params=["efficientnet_lite0", "mobilenetv2"])
+def shipped(request):
+    path = default_bottleneck_path(request.param)
+    assert path.is_file(), f"{path} is missing: train it with bash tools/train_defaults.sh (README)"
+    return request.param, path, Deployment.load(request.param)   # "default" attaches the shipped file
+
+
+def test_shipped_checkpoint_is_the_default_and_fits_its_backbone(shipped):
+    backbone, path, dep = shipped
+    assert dep.bottleneck is not None and dep.bottleneck.config.backbone == backbone
+    assert path.stat().st_size < 5 * 2 ** 20
+    meta = dep.bottleneck_metadata
+    assert meta["backbone_weights_hash"] == dep.backbone.weights_hash   # trained on these weights
+    assert meta["steps"] > 0 and meta["command"].startswith(("python -m fsplit_ros.cli.train", "fsplit-train"))
+    photo_names = {p.name for p, _ in labelled_imagenet_photos()}
+    assert photo_names <= set(meta["heldout_sources"])
+    assert not photo_names & set(meta["train_sources"])
+    assert not set(meta["heldout_sources"]) & set(meta["train_sources"])
+
+
+def test_shipped_checkpoint_keeps_the_models_predictions_at_a_fraction_of_the_jpeg_bytes(shipped, photos):
+    backbone, _, dep = shipped
+    enc, dec = OnboardEncoder(dep), EdgeDecoder(dep)
+    prepared = [enc.prepare(rgb) for rgb, _ in photos]
+    labels = np.array([label for _, label in photos])
+    reference = np.array([int(enc.predict_local(p).argmax()) for p in prepared])
+    bottleneck = evaluate_configuration(enc, dec, [], reference, prepared, labels, "bottleneck")
+    jpeg = evaluate_configuration(OnboardEncoder(dep, image_codec="jpeg", image_quality=95), dec, [],
+                                  reference, prepared, labels, "image")
+    assert bottleneck["agreement"] >= MIN_AGREEMENT, (bottleneck, jpeg)
+    assert bottleneck["bytes_mean"] <= MAX_BYTES_VS_JPEG95 * jpeg["bytes_mean"], (bottleneck, jpeg)
