@@ -11,8 +11,8 @@ Two encoders (BottleneckConfig.encoder):
           computing h exactly, so head distillation only has to learn what to drop. With the
           ~1,500 offline training frames and CPU minutes this project trains on, it reaches useful
           agreement (Lite0, 1,500 steps: 10.5 KB/frame, 81 % top-1 agreement held out), where the
-          pixel encoder after 3,000 steps stayed at 20 % (at 2.7 KB). For the defaults it is also
-          cheaper onboard than the pixel encoder (BENCHMARKS.md, section 1).
+          pixel encoder after 3,000 steps stayed at 20 % (at 2.7 KB). It costs more onboard than
+          the pixel encoder (BENCHMARKS.md, section 2), still well below the whole model.
 """
 from __future__ import annotations
 
