@@ -60,12 +60,9 @@ def _conv(cin, cout, k, stride=1):
 def backbone_head(config: BottleneckConfig) -> nn.Module:
     """The backbone's layers up to the injection split, architecture only (weights come from the
     checkpoint, or from the teacher when training starts). Never downloads."""
-    import timm
-
-    from fsplit_ros.models.backbones import resolve_spec
+    from fsplit_ros.models.backbones import build_architecture
     from fsplit_ros.splitting import SplittableModel
-    model = timm.create_model(resolve_spec(config.backbone).timm_name, pretrained=False)
-    return SplittableModel(model).head(config.injection_split)
+    return SplittableModel(build_architecture(config.backbone)).head(config.injection_split)
 
 
 class HeadEncoder(nn.Module):

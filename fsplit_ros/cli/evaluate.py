@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from fsplit_ros.datasets.frames import default_corpus, load_frames
-from fsplit_ros.runtime.deployment import DETECTORS
+from fsplit_ros.models import DETECTORS
 from fsplit_ros.evaluation.rate_accuracy import (JPEG_WEBP_QUALITIES, SPLIT_CODECS, TrainedOnHeldOut,
                                                  evaluate, plot, targets)
 

@@ -336,7 +336,8 @@ def crop_saliency(saliency: torch.Tensor, frame_hw: tuple[int, int], box: tuple[
 class FrameDataset(Dataset):
     """Model inputs from cached frames: augmented for training, centre-cropped for evaluation.
 
-    Items are dicts: "image" (3,size,size) float normalised with the backbone's mean/std, "index",
+    Items are dicts: "image" (3,size,size) float normalised with the backbone's mean/std (in its
+    channel_order: frames are RGB, NanoDet takes BGR), "index",
     and "saliency" (saliency_size, saliency_size) when full-frame saliency maps are given; the map
     goes through the same crop box and flip as the image (colour jitter does not touch it).
 
@@ -345,7 +346,8 @@ class FrameDataset(Dataset):
 
     def __init__(self, frames: Sequence[Frame], mean, std, size: int = 224, augment: bool = True,
                  saliency: Sequence[torch.Tensor] | None = None, saliency_size: int | None = None,
-                 augmentation: Augmentation = Augmentation(), crop_pct: float = 0.875):
+                 augmentation: Augmentation = Augmentation(), crop_pct: float = 0.875,
+                 channel_order: str = "rgb"):
         if saliency is not None and len(saliency) != len(frames):
             raise ValueError(f"{len(saliency)} saliency maps for {len(frames)} frames")
         self.frames = frames
@@ -355,6 +357,9 @@ class FrameDataset(Dataset):
         self.saliency_size = saliency_size or size // 8
         self.aug = augmentation
         self.crop_pct = crop_pct
+        if channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        self.bgr = channel_order == "bgr"
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
@@ -377,6 +382,8 @@ class FrameDataset(Dataset):
             img = TF.horizontal_flip(img)
         if self.augment:
             img = self._jitter(img, rng)
+        if self.bgr:
+            img = img.flip(0)
         item = {"image": (img.float().div_(255.0) - self.mean) / self.std, "index": index}
         if self.saliency is not None:
             sal = crop_saliency(self.saliency[index], (height, width), box, self.saliency_size)

@@ -14,11 +14,9 @@ import numpy as np
 import torch
 
 from fsplit_ros.bottleneck import FrankenSplitBottleneck, load_bottleneck
-from fsplit_ros.models import BackboneSpec, LoadedBackbone, load_backbone
+from fsplit_ros.models import LoadedBackbone, load_backbone
 from fsplit_ros.models.preprocess import normalize, resize_center_crop
 from fsplit_ros.splitting import SplitPoint, SplittableModel
-
-DETECTORS = {"nanodet": 5}   # detector name -> FrankenSplit injection split (64x52x52, stride 8)
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -70,20 +68,10 @@ class Deployment:
              bottleneck: str | Path | None = "default", transmit_bytes_per_element: float = 1.0
              ) -> "Deployment":
         """bottleneck: a checkpoint path, "default" (the shipped one if present) or None/"" (none)."""
-        detector = None
-        if backbone in DETECTORS:
-            from fsplit_ros.detection import load_nanodet
-            detector = load_nanodet(weights) if weights else load_nanodet()
-            loaded = LoadedBackbone(name=backbone, spec=BackboneSpec(backbone, "nanodet-g",
-                                                                     injection_split=DETECTORS[backbone]),
-                                    model=detector.model.eval().requires_grad_(False),
-                                    weights_source=detector.weights_source, weights_hash=detector.weights_hash,
-                                    data_config={"input_size": (3, detector.input_size, detector.input_size)})
-        else:
-            loaded = load_backbone(backbone, weights)
+        loaded = load_backbone(backbone, weights)
         splittable = SplittableModel(loaded.model)
         points = splittable.split_points(loaded.input_size, transmit_bytes_per_element)
-        dep = cls(backbone=loaded, splittable=splittable, split_points=points, detector=detector)
+        dep = cls(backbone=loaded, splittable=splittable, split_points=points, detector=loaded.detector)
         if bottleneck == "default":
             path = default_bottleneck_path(loaded.name)
             bottleneck = path if path.is_file() else None

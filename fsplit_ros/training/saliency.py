@@ -1,9 +1,11 @@
 """Grad-CAM saliency at the bottleneck's injection point, for FrankenSplit's saliency-guided
 distortion  L_dist = g1 * MSE(h, h~) + g2 * mean_i(s_i * (h_i - h~_i)^2).
 
-The map is computed through the *frozen* backbone: h = head(x) at the injection split, logits =
-tail(h); for the predicted class c, the channel weights are the spatially averaged gradients
-w_k = mean_ij d logit_c / d h_kij, and cam = relu(sum_k w_k h_k).
+The map is computed through the *frozen* backbone: h = head(x) at the injection split, y =
+tail(h), and a scalar score of y: the predicted class's logit for a classifier; for a detector the
+summed confidence (best class score) of its DETECTION_EVIDENCE_CELLS most confident cells, i.e.
+the detector's own evidence for the objects it sees. The channel weights are the spatially
+averaged gradients w_k = mean_ij d score / d h_kij, and cam = relu(sum_k w_k h_k).
 
 Normalisation: each map is divided by its own spatial mean, so it averages to 1 over the frame.
 The saliency-weighted term then has the same scale as plain MSE (a uniform map makes the two
@@ -11,8 +13,9 @@ equal), and g1/g2 only redistribute the distortion budget towards salient positi
 changing its size. A map that is zero everywhere (no positive evidence) becomes uniform (all 1).
 
 Maps are computed once per training frame, on the *full* frame resized so that its shorter side is
-224 (crops are cut from the map later, with the same box as the image, in relative coordinates),
-and cached on disk keyed by the frames' content, the backbone's weights hash and the split.
+the model's input size capped at 320 (224 for the ImageNet backbones; crops are cut from the map
+later, with the same box as the image, in relative coordinates), and cached on disk keyed by the
+frames' content, the backbone's weights hash and the split.
 """
 from __future__ import annotations
 
@@ -32,7 +35,9 @@ from fsplit_ros.models import LoadedBackbone
 from fsplit_ros.splitting import SplittableModel
 
 METHOD = "gradcam-predicted-class/mean-normalised/v2"
-SALIENCY_SHORT_SIDE = 224
+DETECTION_METHOD = "gradcam-top-cells-confidence/mean-normalised/v1"
+MAX_SALIENCY_SHORT_SIDE = 320     # the frames the trainer caches are at most this (CPU cost)
+DETECTION_EVIDENCE_CELLS = 32     # a few objects' worth of cells: NanoDet scores 3-10 cells per object
 
 
 def normalise_saliency(cam: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -41,25 +46,58 @@ def normalise_saliency(cam: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return torch.where(mean > eps, cam / mean.clamp_min(eps), torch.ones_like(cam))
 
 
-def grad_cam(head: torch.nn.Module, tail: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM at the head's output for the predicted class: (N,3,H,W) -> (N,h,w), mean 1 each.
+def predicted_class_score(logits: torch.Tensor) -> torch.Tensor:
+    """Classifier output (N, classes) -> (N,) logit of each sample's predicted class."""
+    return logits.gather(1, logits.argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+def detection_evidence(num_classes: int, cells: int = DETECTION_EVIDENCE_CELLS):
+    """Score function for a dense detector whose output is (N, cells, num_classes + box terms)
+    with class scores first (NanoDet: sigmoid scores): the summed best-class score of the `cells`
+    most confident cells of each sample."""
+    def score(output: torch.Tensor) -> torch.Tensor:
+        if output.ndim != 3 or output.shape[-1] < num_classes:
+            raise ValueError(f"expected a (N, cells, >= {num_classes}) detector output, got "
+                             f"{tuple(output.shape)}")
+        confidence = output[..., :num_classes].amax(dim=-1)
+        return confidence.topk(min(cells, confidence.shape[1]), dim=1).values.sum(dim=1)
+    return score
+
+
+def grad_cam(head: torch.nn.Module, tail: torch.nn.Module, x: torch.Tensor,
+             score_fn=predicted_class_score) -> torch.Tensor:
+    """Grad-CAM at the head's output for score_fn(tail output) (N,): (N,3,H,W) -> (N,h,w), mean
+    1 each. Default: the predicted class of a classifier.
 
     Head and tail must be in eval mode (samples then do not interact, so one backward pass of the
-    summed class scores gives every sample's own gradient)."""
+    summed scores gives every sample's own gradient)."""
     with torch.no_grad():
         h = head(x)
     h = h.detach().requires_grad_(True)
     with torch.enable_grad():
-        logits = tail(h)
-        predicted = logits.argmax(dim=1, keepdim=True)
-        score = logits.gather(1, predicted).sum()
+        score = score_fn(tail(h)).sum()
         (grad,) = torch.autograd.grad(score, h)
     weights = grad.mean(dim=(2, 3), keepdim=True)
     cam = torch.relu((weights * h.detach()).sum(dim=1))
     return normalise_saliency(cam)
 
 
-def saliency_input_size(height: int, width: int, short: int = SALIENCY_SHORT_SIDE,
+def saliency_short_side(backbone: LoadedBackbone) -> int:
+    return min(backbone.input_size, MAX_SALIENCY_SHORT_SIDE)
+
+
+def saliency_score_fn(backbone: LoadedBackbone):
+    """What Grad-CAM explains: the predicted class, or a detector's own detection confidence."""
+    if backbone.detector is not None:
+        return detection_evidence(backbone.detector.config.num_classes)
+    return predicted_class_score
+
+
+def saliency_method(backbone: LoadedBackbone) -> str:
+    return DETECTION_METHOD if backbone.detector is not None else METHOD
+
+
+def saliency_input_size(height: int, width: int, short: int = 224,
                         long_multiple: int = 32) -> tuple[int, int]:
     """(height, width) a frame is resized to for Grad-CAM: shorter side -> `short`, the longer
     side rounded to a multiple of `long_multiple` (an aspect change of a few percent) so that frames
@@ -73,8 +111,8 @@ def saliency_input_size(height: int, width: int, short: int = SALIENCY_SHORT_SID
     return (short, snap(width)) if height <= width else (snap(height), short)
 
 
-def resize_for_saliency(rgb: np.ndarray) -> np.ndarray:
-    h, w = saliency_input_size(*rgb.shape[:2])
+def resize_for_saliency(rgb: np.ndarray, short: int = 224) -> np.ndarray:
+    h, w = saliency_input_size(*rgb.shape[:2], short=short)
     interp = cv2.INTER_AREA if h < rgb.shape[0] else cv2.INTER_CUBIC
     return cv2.resize(rgb, (w, h), interpolation=interp)
 
@@ -82,17 +120,20 @@ def resize_for_saliency(rgb: np.ndarray) -> np.ndarray:
 def compute_saliency(frames: Sequence[Frame], backbone: LoadedBackbone, injection_split: int,
                      batch_size: int = 16, device: str | torch.device = "cpu",
                      progress: bool = False) -> list[torch.Tensor]:
-    """One Grad-CAM map per frame (CPU float32, feature resolution of the short-side-224 frame,
-    e.g. 28x36 for a 4:3 frame). Frames of equal resized shape are batched together."""
+    """One Grad-CAM map per frame (CPU float32, feature resolution of the frame resized to
+    saliency_short_side, e.g. 28x36 for a 4:3 frame at 224). Frames of equal resized shape are
+    batched together."""
     # A private channels-last copy (much faster depthwise convolutions on CPU; caller's model untouched).
     frozen = copy.deepcopy(backbone.model).eval().requires_grad_(False)
     split = SplittableModel(frozen.to(device, memory_format=torch.channels_last))
     head, tail = split.head(injection_split), split.tail(injection_split)
     mean = torch.tensor(backbone.data_config["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(backbone.data_config["std"], device=device).view(1, 3, 1, 1)
+    short, score_fn, bgr = saliency_short_side(backbone), saliency_score_fn(backbone), \
+        backbone.channel_order == "bgr"
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, f in enumerate(frames):
-        groups[saliency_input_size(*f.rgb.shape[:2])].append(i)
+        groups[saliency_input_size(*f.rgb.shape[:2], short=short)].append(i)
     batches = [idx[k:k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
     maps: list[torch.Tensor | None] = [None] * len(frames)
     bar = None
@@ -104,21 +145,18 @@ def compute_saliency(frames: Sequence[Frame], backbone: LoadedBackbone, injectio
     with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
                                     deterministic=torch.backends.cudnn.deterministic):
         for batch in batches:
-            _saliency_batch(frames, batch, head, tail, mean, std, device, maps)
+            rgb = np.stack([resize_for_saliency(frames[i].rgb, short) for i in batch])
+            x = torch.from_numpy(rgb).to(device).permute(0, 3, 1, 2).float().div_(255.0)   # NHWC memory
+            if bgr:
+                x = x.flip(1)
+            cams = grad_cam(head, tail, (x - mean) / std, score_fn).cpu()
+            for i, cam in zip(batch, cams):
+                maps[i] = cam.contiguous()
             if bar:
                 bar.update(len(batch))
     if bar:
         bar.close()
     return maps  # type: ignore[return-value]
-
-
-def _saliency_batch(frames, batch, head, tail, mean, std, device, maps) -> None:
-    """Grad-CAM for frames[batch] (all of one shape), written into maps[batch]."""
-    rgb = np.stack([resize_for_saliency(frames[i].rgb) for i in batch])
-    x = torch.from_numpy(rgb).to(device).permute(0, 3, 1, 2).float().div_(255.0)   # NHWC memory
-    cams = grad_cam(head, tail, (x - mean) / std).cpu()
-    for i, cam in zip(batch, cams):
-        maps[i] = cam.contiguous()
 
 
 def default_cache_dir() -> Path:
@@ -128,7 +166,8 @@ def default_cache_dir() -> Path:
 
 def saliency_cache_key(frames: Sequence[Frame], backbone: LoadedBackbone, injection_split: int) -> str:
     h = hashlib.sha256()
-    for part in (METHOD, str(SALIENCY_SHORT_SIDE), backbone.weights_hash, str(injection_split),
+    for part in (saliency_method(backbone), str(saliency_short_side(backbone)), backbone.weights_hash,
+                 str(injection_split),
                  frames_digest(frames)):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:24]
@@ -153,7 +192,7 @@ def cached_saliency(frames: Sequence[Frame], backbone: LoadedBackbone, injection
     maps = compute_saliency(frames, backbone, injection_split, batch_size, device, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"key": key, "method": METHOD, "backbone": backbone.name,
+    torch.save({"key": key, "method": saliency_method(backbone), "backbone": backbone.name,
                 "weights_hash": backbone.weights_hash, "injection_split": injection_split,
                 "maps": maps}, tmp)
     tmp.replace(path)

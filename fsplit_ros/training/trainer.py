@@ -31,6 +31,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from fsplit_ros.bottleneck import (BottleneckConfig, FrankenSplitBottleneck, load_bottleneck,
                                    save_bottleneck)
+from fsplit_ros.evaluation.detection_fidelity import (EVALUATION_THRESHOLD, REFERENCE_THRESHOLD,
+                                                     fidelity_map)
 from fsplit_ros.datasets.frames import (Augmentation, Frame, FrameDataset, FrameSource,
                                         check_disjoint, default_corpus, load_frames,
                                         sources_from_paths)
@@ -226,10 +228,12 @@ class BottleneckTrainer:
         self.train_set = FrameDataset(data.train_frames, mean, std, self.bcfg.input_size, augment=True,
                                       saliency=data.saliency if self.g2 > 0 else None,
                                       saliency_size=self.bcfg.input_size // self.bcfg.target_stride,
-                                      augmentation=Augmentation(crop_scale=cfg.crop_scale))
+                                      augmentation=Augmentation(crop_scale=cfg.crop_scale),
+                                      channel_order=backbone.channel_order)
         crop_pct = float(backbone.data_config.get("crop_pct", 0.875))
         self.heldout_set = FrameDataset(data.heldout_frames, mean, std, self.bcfg.input_size,
-                                        augment=False, crop_pct=crop_pct)
+                                        augment=False, crop_pct=crop_pct,
+                                        channel_order=backbone.channel_order)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -428,10 +432,11 @@ class BottleneckTrainer:
         metadata = self.metadata(step, seconds, log, final_eval)
         save_bottleneck(model, self.checkpoint_path, metadata)
         self._update_summary(metadata)
+        fidelity = (f"fidelity mAP@0.5 {final_eval['fidelity_map50']:.2f}" if "fidelity_map50" in final_eval
+                    else f"top-1 agreement {final_eval.get('top1_agreement', float('nan')):.2f}")
         self._say(f"beta {self.beta:g}: {step} steps in {seconds:.0f} s -> {self.checkpoint_path}"
                   + (f"  held-out: {final_eval['bytes_per_image']:.0f} B/image, mse "
-                     f"{final_eval['mse']:.4f}, top-1 agreement {final_eval['top1_agreement']:.2f}"
-                     if final_eval else ""))
+                     f"{final_eval['mse']:.4f}, {fidelity}" if final_eval else ""))
         return TrainResult(self.beta, self.checkpoint_path, log, evals, metadata, model)
 
     # -- evaluation ------------------------------------------------------------------------------
@@ -439,18 +444,23 @@ class BottleneckTrainer:
     @torch.no_grad()
     def evaluate(self, model: FrankenSplitBottleneck, limit: int | None = None,
                  real_coding: bool = False, batch_size: int = 16) -> dict:
-        """Held-out centre crops (the deployed preprocessing). Rate: estimated from the prior at
-        hard rounding, and with real_coding the actual rANS bytes; distortion: feature MSE of the
-        decoded h~; top1_agreement: how often tail(h~) predicts the backbone's own class;
-        kl_divergence: KL(backbone || tail(h~)) of the class distributions, in nats (smoother)."""
+        """Held-out centre crops (the deployed preprocessing of a classifier; a detector sees the
+        largest central square). Rate: estimated from the prior at hard rounding, and with
+        real_coding the actual rANS bytes; distortion: feature MSE of the decoded h~.
+        Classifier: top1_agreement, how often tail(h~) predicts the backbone's own class, and
+        kl_divergence, KL(backbone || tail(h~)) of the class distributions in nats (smoother).
+        Detector: fidelity_map50 / fidelity_map50_95, tail(h~)'s detections scored against tail(h)'s
+        (evaluation/detection_fidelity.py; fsplit-eval measures the deployed letterbox path)."""
         model.eval()
         device = next(model.parameters()).device
         teacher = self.teacher.to(device)
         tail = self.tail.to(device)
+        detector = self.backbone.detector
         n = len(self.heldout_set)
         indices = list(range(n)) if not limit or limit >= n else \
             torch.linspace(0, n - 1, limit).round().long().tolist()
         totals = {"mse": 0.0, "bits_estimated": 0.0, "bytes": 0.0, "agree": 0.0, "kl": 0.0}
+        reference, predicted = [], []
         for k in range(0, len(indices), batch_size):
             x = torch.stack([self.heldout_set[i]["image"] for i in indices[k:k + batch_size]]).to(device)
             h = teacher(x)
@@ -463,12 +473,21 @@ class BottleneckTrainer:
                 h_tilde, likelihoods = model(x)
             totals["bits_estimated"] += float(-torch.log2(likelihoods).sum())
             totals["mse"] += float((h - h_tilde).pow(2).mean(dim=(1, 2, 3)).sum())
+            if detector is not None:
+                reference += _canvas_detections(detector, tail(h), REFERENCE_THRESHOLD)
+                predicted += _canvas_detections(detector, tail(h_tilde), EVALUATION_THRESHOLD)
+                continue
             log_p, log_q = tail(h).log_softmax(1), tail(h_tilde).log_softmax(1)
             totals["agree"] += float((log_q.argmax(1) == log_p.argmax(1)).sum())
             totals["kl"] += float((log_p.exp() * (log_p - log_q)).sum())
         m = len(indices)
-        out = {"frames": m, "mse": totals["mse"] / m, "bits_estimated": totals["bits_estimated"] / m,
-               "top1_agreement": totals["agree"] / m, "kl_divergence": totals["kl"] / m}
+        out = {"frames": m, "mse": totals["mse"] / m, "bits_estimated": totals["bits_estimated"] / m}
+        if detector is not None:
+            out["fidelity_map50"], out["fidelity_map50_95"] = fidelity_map(
+                reference, predicted, detector.config.num_classes)
+            out["reference_detections"] = sum(len(r) for r in reference)
+        else:
+            out.update(top1_agreement=totals["agree"] / m, kl_divergence=totals["kl"] / m)
         if real_coding:
             out["bytes_per_image"] = totals["bytes"] / m
             out["bits_per_image"] = 8 * totals["bytes"] / m
@@ -521,6 +540,14 @@ class BottleneckTrainer:
     def _say(self, text: str) -> None:
         if self.progress:
             print(text, file=sys.stderr)
+
+
+def _canvas_detections(detector, outputs: torch.Tensor, threshold: float) -> list[list]:
+    """Per-sample detections in model-input pixels (the held-out crop is the whole input)."""
+    from fsplit_ros.detection.detector import LetterboxMeta
+    size = detector.input_size
+    meta = LetterboxMeta(size, size, 1.0, 0, 0, size)
+    return [detector.postprocess(o.unsqueeze(0).cpu(), meta, score_threshold=threshold) for o in outputs]
 
 
 # --- sweeps -------------------------------------------------------------------------------------
