@@ -7,7 +7,7 @@
 # saliency) Lite0 sweep is the ablation for the saliency comparison.
 #   bash tools/train_defaults.sh            # all four sweeps into runs/defaults/ (~1.5 hours)
 #   SWEEPS="nanodet" bash tools/train_defaults.sh            # only some of them
-#   STEPS=3000 FINETUNE=1000 bash tools/train_defaults.sh
+#   STEPS=3000 FINETUNE=1000 bash tools/train_defaults.sh --quiet   # options go to fsplit-train
 # NanoDet (416 input, 208x208 patches) takes ~0.75 s/step here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +29,10 @@ print(c['backbone'], *['%g' % b for b in c['betas']])" "$config")
 SWEEPS=${SWEEPS:-"lite0 lite0_plain mobilenetv2 nanodet"}
 for name in $SWEEPS; do
   case $name in
-    lite0) sweep config/train_lite0.yaml "$OUT/efficientnet_lite0" ;;
-    lite0_plain) sweep config/train_lite0.yaml "$OUT/efficientnet_lite0_plain" --no-saliency ;;
-    mobilenetv2) sweep config/train_mobilenetv2.yaml "$OUT/mobilenetv2" ;;
-    nanodet) sweep config/train_nanodet.yaml "$OUT/nanodet" ;;
+    lite0) sweep config/train_lite0.yaml "$OUT/efficientnet_lite0" "$@" ;;
+    lite0_plain) sweep config/train_lite0.yaml "$OUT/efficientnet_lite0_plain" --no-saliency "$@" ;;
+    mobilenetv2) sweep config/train_mobilenetv2.yaml "$OUT/mobilenetv2" "$@" ;;
+    nanodet) sweep config/train_nanodet.yaml "$OUT/nanodet" "$@" ;;
     *) echo "unknown sweep '$name' (lite0 lite0_plain mobilenetv2 nanodet)" >&2; exit 2 ;;
   esac
 done

@@ -35,14 +35,17 @@ class BottleneckConfig:
     encoder_channels: int = 48
     decoder_channels: int = 96
     encoder: str = "image"     # "image" (the paper's g_a) or "head" (see the module docstring)
+    transform_stride: int = 1  # "head" only: 2 = the transform halves the grid (4x fewer latent
+                               # positions; g_s upsamples back), for large feature maps (NanoDet)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def latent_stride(self) -> int:
-        """The "head" encoder keeps the injection point's grid; the "image" encoder is stride 8."""
-        return self.target_stride if self.encoder == "head" else 8
+        """The "head" encoder keeps the injection point's grid (or halves it, transform_stride 2);
+        the "image" encoder is stride 8."""
+        return self.target_stride * self.transform_stride if self.encoder == "head" else 8
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -69,10 +72,11 @@ class HeadEncoder(nn.Module):
     """g_a = transform(head(x)): the backbone's head (trainable, BatchNorm statistics frozen, as
     the tail expects them) and a GDN transform from the head's channels to the latent."""
 
-    def __init__(self, head: nn.Module, head_channels: int, width: int, latent_channels: int):
+    def __init__(self, head: nn.Module, head_channels: int, width: int, latent_channels: int,
+                 stride: int = 1):
         super().__init__()
         self.head = head
-        self.transform = nn.Sequential(_conv(head_channels, width, 3), GDN(width),
+        self.transform = nn.Sequential(_conv(head_channels, width, 3, stride), GDN(width),
                                        _conv(width, latent_channels, 3))
 
     def train(self, mode: bool = True):
@@ -100,11 +104,17 @@ class FrankenSplitBottleneck(nn.Module):
                              f"{config.target_stride}")
         if head is not None and config.encoder != "head":
             raise ValueError(f"a head was given, but the encoder is '{config.encoder}'")
+        if config.transform_stride not in (1, 2) or (config.transform_stride != 1 and config.encoder != "head"):
+            raise ValueError(f"transform_stride must be 1, or 2 with the 'head' encoder; got "
+                             f"{config.transform_stride} with '{config.encoder}'")
+        if config.input_size % config.latent_stride:
+            raise ValueError(f"input_size {config.input_size} is not a multiple of the latent stride "
+                             f"{config.latent_stride}")
         self.config = config
         e, c, d = config.encoder_channels, config.latent_channels, config.decoder_channels
         if config.encoder == "head":
             self.g_a = HeadEncoder(head if head is not None else backbone_head(config),
-                                   config.target_channels, e, c)
+                                   config.target_channels, e, c, config.transform_stride)
         else:
             # three strided 5x5 convolutions with GDN (stride 8 overall); ~124K parameters at 48/48.
             self.g_a = nn.Sequential(_conv(3, e, 5, 2), GDN(e), _conv(e, e, 5, 2), GDN(e),

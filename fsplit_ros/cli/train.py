@@ -66,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingStateError, FrameSourceError, WeightsNotFound) as exc:
         print(f"fsplit-train: {exc}", file=sys.stderr)
         return 2
-    print(f"{'beta':>8} {'bytes/img':>10} {'bits/img':>9} {'held-out mse':>13} {'top-1 agree':>12}  checkpoint")
+    # a classifier's fidelity is top-1 agreement, a detector's the fidelity mAP@0.5 (trainer.evaluate)
+    print(f"{'beta':>8} {'bytes/img':>10} {'bits/img':>9} {'held-out mse':>13} {'fidelity':>9}  checkpoint")
     for r in results:
         ev = r.metadata.get("heldout", {}) if r.metadata else {}
+        fidelity = ev.get("top1_agreement", ev.get("fidelity_map50", float("nan")))
         print(f"{r.beta:8g} {ev.get('bytes_per_image', float('nan')):10.0f} "
-              f"{ev.get('bits_per_image', float('nan')):9.0f} {ev.get('mse', float('nan')):13.4f} "
-              f"{ev.get('top1_agreement', float('nan')):12.3f}  {r.checkpoint}")
+              f"{ev.get('bits_per_image', float('nan')):9.0f} {ev.get('mse', float('nan')):13.4g} "
+              f"{fidelity:9.3f}  {r.checkpoint}")
     return 0
 
 

@@ -23,6 +23,7 @@ class TrainConfig:
     target_stride: int | None = None            # None = input size / spatial size of h
     encoder: str = "head"                       # "head" (backbone head + transform) or "image"
                                                 # (the paper's pixel encoder): bottleneck/network.py
+    transform_stride: int = 1                   # "head": 2 halves the latent grid (large maps)
     latent_channels: int = 48
     encoder_channels: int = 48                  # g_a width ("head": of the transform after it)
     decoder_channels: int = 96

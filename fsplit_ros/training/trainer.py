@@ -71,7 +71,8 @@ def resolve_bottleneck_config(cfg: TrainConfig, backbone: LoadedBackbone) -> Bot
     return BottleneckConfig(backbone=backbone.name, injection_split=split, target_channels=channels,
                             target_stride=stride, input_size=size,
                             latent_channels=cfg.latent_channels, encoder_channels=cfg.encoder_channels,
-                            decoder_channels=cfg.decoder_channels, encoder=cfg.encoder)
+                            decoder_channels=cfg.decoder_channels, encoder=cfg.encoder,
+                            transform_stride=cfg.transform_stride)
 
 
 def _model_device(backbone: LoadedBackbone) -> torch.device:
@@ -221,6 +222,9 @@ class BottleneckTrainer:
         split = SplittableModel(frozen.to(self.device, memory_format=torch.channels_last))
         self.teacher = split.head(self.bcfg.injection_split)
         self.tail = split.tail(self.bcfg.injection_split)
+        if cfg.train_patch and cfg.train_patch % self.bcfg.latent_stride:
+            raise ValueError(f"train_patch {cfg.train_patch} must be a multiple of the latent stride "
+                             f"{self.bcfg.latent_stride}")
         self.g1, self.g2 = cfg.effective_gammas
         if self.g2 > 0 and data.saliency is None:
             raise ValueError("g2 > 0 needs saliency maps: prepare the data with saliency enabled")
@@ -299,9 +303,10 @@ class BottleneckTrainer:
     # -- training --------------------------------------------------------------------------------
 
     def patch_box(self, step: int) -> tuple[int, int, int] | None:
-        """(top, left, size) of the training patch at `step`, on the feature grid's lattice, or None
-        for the full input. A pure function of (seed, step), so resumed runs cut the same patches."""
-        size, full, stride = self.cfg.train_patch, self.bcfg.input_size, self.bcfg.target_stride
+        """(top, left, size) of the training patch at `step`, on the latent grid's lattice (as
+        deployed, where the grid starts at the input's corner), or None for the full input. A pure
+        function of (seed, step), so resumed runs cut the same patches."""
+        size, full, stride = self.cfg.train_patch, self.bcfg.input_size, self.bcfg.latent_stride
         if not size or size >= full:
             return None
         g = torch.Generator().manual_seed(self.cfg.seed * 7919 + step)

@@ -2,6 +2,7 @@
 normalisation (BGR, NanoDet's statistics), Grad-CAM of the detector's own confidence lands on the
 objects, the architecture-only head fits a checkpoint, and a tiny real training run on NanoDet
 writes a checkpoint whose bottleneck payloads the edge decodes into detections."""
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -93,6 +94,14 @@ def test_architecture_only_head_encoder_has_the_trained_layout(nanodet_backbone)
     bare = FrankenSplitBottleneck(cfg).state_dict()
     assert {k: v.shape for k, v in bare.items()} == {k: v.shape for k, v in from_teacher.items()}
     assert cfg.latent_shape == (48, 52, 52)
+    # transform_stride 2: a 26x26 latent, and g_s still reconstructs the 64x52x52 features
+    x = torch.zeros(1, 3, 416, 416)
+    for stride, side in ((1, 52), (2, 26)):
+        model = FrankenSplitBottleneck(replace(cfg, transform_stride=stride), head=copy.deepcopy(teacher_head))
+        assert tuple(model.g_a(x).shape[1:]) == replace(cfg, transform_stride=stride).latent_shape == (48, side, side)
+        assert model(x)[0].shape == teacher_head(x).shape == (1, 64, 52, 52)
+    with pytest.raises(ValueError, match="transform_stride"):
+        FrankenSplitBottleneck(replace(cfg, encoder="image", transform_stride=2))
 
 
 @pytest.fixture(scope="module")
