@@ -19,8 +19,15 @@ class BottleneckCheckpointError(ValueError):
     """The file is not a usable fsplit bottleneck checkpoint; the message says why."""
 
 
+# Config fields added after FORMAT's first release, with the value every earlier checkpoint has:
+# hashed only when they differ from it, so adding an option never changes an existing file's hash.
+_LATER_FIELDS = {"transform_stride": 1}
+
+
 def bottleneck_hash(model: FrankenSplitBottleneck) -> str:
-    return state_dict_hash(model.state_dict(), FORMAT, repr(sorted(model.config.to_dict().items())))
+    config = {k: v for k, v in model.config.to_dict().items()
+              if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+    return state_dict_hash(model.state_dict(), FORMAT, repr(sorted(config.items())))
 
 
 def save_bottleneck(model: FrankenSplitBottleneck, path: str | Path, metadata: dict | None = None) -> str:
@@ -65,4 +72,4 @@ def load_bottleneck(path: str | Path) -> tuple[FrankenSplitBottleneck, dict]:
     if digest != blob.get("hash"):
         raise BottleneckCheckpointError(f"{path} is corrupt: content hash {digest[:12]} does not "
                                         f"match the recorded {str(blob.get('hash'))[:12]}")
-    return model, {"hash": digest, "metadata": blob.get("metadata", {}), "config": blob["config"]}
+    return model, {"hash": digest, "metadata": blob.get("metadata", {}), "config": model.config.to_dict()}

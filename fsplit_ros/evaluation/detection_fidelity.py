@@ -134,7 +134,8 @@ def evaluate_detection(frames: list[np.ndarray], detector: str = "nanodet", chec
     for method, arg in tqdm(jobs, desc="configurations", unit="cfg"):
         if method == "bottleneck":
             bdep = bottlenecks[arg]
-            setting = f"beta={(bdep.bottleneck_metadata or {}).get('beta')} ({Path(arg).name})"
+            latent = "x".join(map(str, bdep.bottleneck.config.latent_shape))
+            setting = f"beta={(bdep.bottleneck_metadata or {}).get('beta')} latent {latent} ({Path(arg).name})"
             res = evaluate_configuration(bdep, OnboardEncoder(bdep), EdgeDecoder(bdep), frames, reference,
                                          "bottleneck")
         elif method == "split":

@@ -161,6 +161,23 @@ def test_hash_depends_on_weights_tables_and_config(make_bottleneck):
     assert bottleneck_hash(a) != bottleneck_hash(d)
 
 
+def test_checkpoints_from_before_a_config_option_keep_their_hash(lite0_bottleneck_ckpt, tmp_path):
+    """A file written before `transform_stride` existed (its config lacks the key) loads with its
+    recorded hash, the same hash a current save of that model gets (both ends compare hashes)."""
+    path, model, digest = lite0_bottleneck_ckpt
+    blob = torch.load(path, weights_only=True)
+    assert blob["config"].pop("transform_stride") == 1
+    torch.save(blob, tmp_path / "older.pt")
+    loaded, info = load_bottleneck(tmp_path / "older.pt")
+    assert info["hash"] == digest == bottleneck_hash(model)
+    assert info["config"] == model.config.to_dict()          # completed with the default
+    # a non-default value of the option is part of the hash
+    blob["config"]["transform_stride"] = 2
+    torch.save(blob, tmp_path / "claims_stride2.pt")
+    with pytest.raises(BottleneckCheckpointError):
+        load_bottleneck(tmp_path / "claims_stride2.pt")
+
+
 @pytest.mark.parametrize("key", ["g_a.0.weight", "g_s.4.bias", "entropy_bottleneck._quantized_cdf",
                                  "entropy_bottleneck.quantiles"])
 def test_tampered_checkpoint_is_corrupt(key, lite0_bottleneck_ckpt, tmp_path):
