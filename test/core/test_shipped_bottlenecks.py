@@ -51,10 +51,11 @@ def test_shipped_checkpoint_keeps_the_models_predictions_at_a_fraction_of_the_jp
     assert bottleneck["bytes_mean"] <= MAX_BYTES_VS_JPEG95 * jpeg["bytes_mean"], (bottleneck, jpeg)
 
 
-# The detector's shipped bottleneck (NanoDet-g, fsplit_ros/weights/nanodet_bottleneck.pt): floors
-# well below its measured held-out fidelity (docs/DETECTOR.md), on photos it never saw.
-MIN_DETECTION_FIDELITY_MAP50 = 0.5
-MAX_DETECTION_BYTES_VS_JPEG95 = 0.4
+# The detector's shipped bottleneck (NanoDet-g, fsplit_ros/weights/nanodet_bottleneck.pt), on the 22
+# photos it never saw: measured 5.1 KB at fidelity mAP@0.5 0.81 against JPEG q95's 75.7 KB at 0.99
+# (0.067x the bytes). The floors leave room for platform noise, not for a broken encoder.
+MIN_DETECTION_FIDELITY_MAP50 = 0.6
+MAX_DETECTION_BYTES_VS_JPEG95 = 0.15
 
 
 @pytest.fixture(scope="module")
