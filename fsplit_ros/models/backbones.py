@@ -73,8 +73,8 @@ def resolve_spec(name: str) -> BackboneSpec:
         if spec.timm_name == name:
             return spec
     if name not in timm.list_models():
-        raise ValueError(f"unknown backbone '{name}': use one of {sorted(BACKBONES) + sorted(DETECTORS)} or a timm model "
-                         f"name (timm.list_models())")
+        raise ValueError(f"unknown backbone '{name}': use one of {sorted(BACKBONES) + sorted(DETECTORS)} "
+                         f"or a timm model name (timm.list_models())")
     return BackboneSpec(name=name, timm_name=name)
 
 
