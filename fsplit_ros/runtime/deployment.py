@@ -34,7 +34,11 @@ class Deployment:
     bottleneck: FrankenSplitBottleneck | None = None
     bottleneck_hash: str | None = None
     bottleneck_metadata: dict | None = None
-    detector: object | None = None     # fsplit_ros.detection.NanoDet for the detection task
+
+    @property
+    def detector(self):
+        """fsplit_ros.detection.NanoDet for the detection task, else None."""
+        return self.backbone.detector
 
     @property
     def task(self) -> str:
@@ -71,7 +75,7 @@ class Deployment:
         loaded = load_backbone(backbone, weights)
         splittable = SplittableModel(loaded.model)
         points = splittable.split_points(loaded.input_size, transmit_bytes_per_element)
-        dep = cls(backbone=loaded, splittable=splittable, split_points=points, detector=loaded.detector)
+        dep = cls(backbone=loaded, splittable=splittable, split_points=points)
         if bottleneck == "default":
             path = default_bottleneck_path(loaded.name)
             bottleneck = path if path.is_file() else None
