@@ -109,18 +109,21 @@ MAX_PAYLOAD_BYTES = 1024 * 1024          # the decoder's cap in this test (defau
 def nodes(tmp_path_factory, request):
     """Encoder, decoder and link monitor started together, each in its own process."""
     logs = tmp_path_factory.mktemp("bad_input")
+    # The link monitor's profile needs this process's model. Measure it before any node boots: a
+    # profile timed while two nodes load their models had local 69 ms and image's edge 251 ms (4x
+    # the idle values), so image no longer beat local by the hysteresis, and it stayed cached.
+    robot = request.getfixturevalue("robot")
+    profile_file = _profile_file(logs, robot.dep)
     common = {"backbone": "efficientnet_lite0", "bottleneck_checkpoint": "''", "num_threads": 1,
               "allow_image_mode": False}
     encoder = NodeProcess.ros_executable("encoder_node", logs, params={**common, "mode": "local"},
                                          remaps={"image": "camera/image_raw"})
     decoder = NodeProcess.ros_executable("decoder_node", logs,
                                          params={**common, "max_payload_bytes": MAX_PAYLOAD_BYTES})
-    robot = request.getfixturevalue("robot")
-    # a link monitor in its own namespace, talking to a fake edge (this test) that echoes its probes;
-    # its profile needs this process's model (loaded while the two nodes above boot)
+    # a link monitor in its own namespace, talking to a fake edge (this test) that echoes its probes
     monitor = NodeProcess.ros_executable(
         "link_monitor_node", logs, namespace="/lm",
-        params={"profile_file": str(_profile_file(logs, robot.dep)), "allowed_modes": ["local", "image"],
+        params={"profile_file": str(profile_file), "allowed_modes": ["local", "image"],
                 "emulated_slowdown": 4.0, "min_dwell_s": 0.5})
     probe = RosProbe("fsplit_bad_input_probe")
     for kind, topic in [(Classification, "classification"), (CompressedFeature, "compressed_feature"),
