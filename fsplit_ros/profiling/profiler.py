@@ -14,6 +14,7 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
 
 FORMAT = "fsplit-profile/1"
+METHOD = "round-robin"   # in cache file names: profiles timed the older way are measured again
 
 
 def median_ms(fn, repeats: int = 15, warmup: int = 1) -> float:
@@ -45,6 +47,34 @@ def candidates(encoder: OnboardEncoder) -> list[tuple[str, str, int | None]]:
     return out
 
 
+class RoundRobinTimer:
+    """Times several operations in interleaved rounds (a, b, c, a, b, c, ...) and keeps each one's
+    median. A burst of load from another process (a node loading its model, a test) then slows every
+    operation of the rounds it overlaps, not only the one that happened to be timed during it, so the
+    ratios between candidates, which decide the mode, survive; timing them one after the other
+    once made image's edge look 4x slower than local and the policy never offloaded."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.operations: dict[str, Callable[[], object]] = {}
+        self.samples: dict[str, list[float]] = {}
+
+    def add(self, key: str, fn) -> None:
+        self.operations[key] = fn
+        self.samples[key] = []
+
+    def run(self, repeats: int, warmup: int = 1) -> dict[str, float]:
+        for fn in self.operations.values():
+            for _ in range(warmup):
+                fn()
+        for _ in range(repeats):
+            for key, fn in self.operations.items():
+                t0 = self.clock()
+                fn()
+                self.samples[key].append((self.clock() - t0) * 1e3)
+        return {key: statistics.median(times) for key, times in self.samples.items()}
+
+
 @torch.no_grad()
 def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "both",
                        batch_sizes=(1, 2, 4, 8), repeats: int = 5, threads: int | None = None,
@@ -63,15 +93,15 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
               "machine": {side_name: {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
                                       "threads": torch.get_num_threads(), "torch": torch.__version__}
                           for side_name in (["robot", "edge"] if side == "both" else [side])},
-              "preprocess_ms": median_ms(lambda: enc.prepare(frames[0]), repeats),
-              "candidates": {}}
+              "timing": {"method": METHOD, "repeats": repeats}, "candidates": {}}
+    timer = RoundRobinTimer()
+    timer.add("preprocess", lambda: enc.prepare(frames[0]))
     for name, mode, split in candidates(enc):
         entry = {"mode": mode, "split_index": split}
         if mode == "local":
             entry.update(bytes=0, bytes_p95=0)
             if side != "edge":
-                entry["onboard_ms"] = median_ms(lambda: enc.predict_local(first), repeats)
-            entry["offboard_ms"] = {str(b): 0.0 for b in batch_sizes}
+                timer.add(f"{name}/onboard", lambda: enc.predict_local(first))
         else:
             payloads = [enc.encode(p, mode, split) for p in prepared]
             sizes = [len(p) for p in payloads]
@@ -80,14 +110,21 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
                 point = dep.split_point(split)
                 entry.update(name=point.name, compression=point.compression, shape=list(point.shape))
             if side != "edge":
-                entry["onboard_ms"] = median_ms(lambda: enc.encode(first, mode, split), repeats)
+                timer.add(f"{name}/onboard", lambda mode=mode, split=split: enc.encode(first, mode, split))
             if side != "robot":
-                entry["offboard_ms"] = {}
                 for b in batch_sizes:
                     batch = [payloads[i % len(payloads)] for i in range(b)]
-                    ms = median_ms(lambda: dec.run_tails([dec.decode(p) for p in batch]), repeats)
-                    entry["offboard_ms"][str(b)] = ms / b
+                    timer.add(f"{name}/offboard/{b}", lambda batch=batch: dec.run_tails([dec.decode(p) for p in batch]))
         result["candidates"][name] = entry
+    medians = timer.run(repeats)
+    result["preprocess_ms"] = medians["preprocess"]
+    for name, entry in result["candidates"].items():
+        if f"{name}/onboard" in medians:
+            entry["onboard_ms"] = medians[f"{name}/onboard"]
+        if entry["mode"] == "local":
+            entry["offboard_ms"] = {str(b): 0.0 for b in batch_sizes}
+        elif side != "robot":
+            entry["offboard_ms"] = {str(b): medians[f"{name}/offboard/{b}"] / b for b in batch_sizes}
     return result
 
 
@@ -122,9 +159,9 @@ def load_profile(path: str | Path) -> dict:
 def cached_profile(dep: Deployment, frames: list[np.ndarray], cache_dir: str | Path) -> dict:
     """Profile both sides on this machine once per model (keyed by its hashes), then reuse it."""
     key = "-".join(h[:10] for _, h in sorted(dep.model_hashes().items()))
-    path = Path(cache_dir) / f"{dep.name}-{key}.json"
+    path = Path(cache_dir) / f"{dep.name}-{key}-{METHOD}.json"
     if path.is_file():
         return load_profile(path)
-    profile = profile_deployment(dep, frames, side="both", repeats=3)
+    profile = profile_deployment(dep, frames, side="both", repeats=5)
     save_profile(profile, path)
     return profile

@@ -1,0 +1,85 @@
+"""The profiler: what the link monitor's cost model reads, and why its timing is interleaved."""
+import json
+
+import pytest
+
+from fsplit_ros.cli.profile import sample_frames
+from fsplit_ros.profiling import cached_profile, load_profile, profile_deployment
+from fsplit_ros.profiling.profiler import METHOD, RoundRobinTimer
+
+
+class LoadedMachine:
+    """A fake clock: each operation costs a fixed time, times 4 during `busy_calls` (the operations
+    timed while another process loads the machine, as when a node boots during profiling)."""
+
+    def __init__(self, busy_calls: range):
+        self.now = 0.0
+        self.calls = 0
+        self.busy_calls = busy_calls
+
+    def clock(self) -> float:
+        return self.now
+
+    def operation(self, cost_s: float):
+        def run():
+            self.now += cost_s * (4.0 if self.calls in self.busy_calls else 1.0)
+            self.calls += 1
+        return run
+
+
+def test_round_robin_keeps_the_ratio_that_back_to_back_timing_loses_under_a_burst_of_load():
+    # 'local' costs 30 ms, 'edge' 33 ms; a burst of load covers six consecutive timed calls, the
+    # majority of each operation's five samples when interleaved: both medians rise, the ratio stays.
+    machine = LoadedMachine(busy_calls=range(2, 8))
+    timer = RoundRobinTimer(clock=machine.clock)
+    timer.add("local", machine.operation(0.030))
+    timer.add("edge", machine.operation(0.033))
+    machine.calls = -2                                    # the warm-up calls come first
+    medians = timer.run(repeats=5)
+    assert medians["local"] == pytest.approx(120.0) and medians["edge"] == pytest.approx(132.0)
+    assert medians["edge"] / medians["local"] == pytest.approx(1.1, rel=1e-6)
+
+    # the same burst, timed one operation after the other, makes edge look 4x slower than local
+    machine = LoadedMachine(busy_calls=range(4, 10))
+    back_to_back = {}
+    for key, cost in (("local", 0.030), ("edge", 0.033)):
+        timer = RoundRobinTimer(clock=machine.clock)
+        timer.add(key, machine.operation(cost))
+        back_to_back.update(timer.run(repeats=5, warmup=0))
+    assert back_to_back["edge"] / back_to_back["local"] == pytest.approx(4.4, rel=1e-6)
+
+
+def test_round_robin_interleaves_and_warms_up_every_operation():
+    order = []
+    timer = RoundRobinTimer()
+    for key in "abc":
+        timer.add(key, lambda key=key: order.append(key))
+    medians = timer.run(repeats=2)
+    assert "".join(order) == "abc" + "abcabc"
+    assert set(medians) == set("abc") and all(m >= 0 for m in medians.values())
+
+
+def test_profile_has_every_candidate_with_both_sides_and_the_cache_reuses_it(lite0, tmp_path):
+    frames = sample_frames(3)
+    profile = profile_deployment(lite0, frames, batch_sizes=(1, 2), repeats=1)
+    names = set(profile["candidates"])
+    assert {"local", "image"} <= names
+    assert {f"split@{i}" for i in lite0.compressive_split_indices()} <= names
+    assert profile["timing"] == {"method": METHOD, "repeats": 1}
+    for name, c in profile["candidates"].items():
+        assert c["onboard_ms"] > 0, name
+        assert set(c["offboard_ms"]) == {"1", "2"}, name
+        if name == "local":
+            assert c["bytes"] == 0 and all(v == 0 for v in c["offboard_ms"].values())
+        else:
+            assert c["bytes"] > 0 and all(v > 0 for v in c["offboard_ms"].values()), name
+
+    robot = profile_deployment(lite0, frames, side="robot", batch_sizes=(1,), repeats=1)
+    assert all("offboard_ms" not in c for n, c in robot["candidates"].items() if n != "local")
+
+    first = cached_profile(lite0, frames, tmp_path)
+    [path] = tmp_path.iterdir()
+    assert path.name.endswith(f"-{METHOD}.json")
+    path.write_text(json.dumps({**first, "marker": "reused"}))
+    assert cached_profile(lite0, frames, tmp_path)["marker"] == "reused"
+    assert load_profile(path)["candidates"].keys() == first["candidates"].keys()
