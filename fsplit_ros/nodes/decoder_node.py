@@ -18,7 +18,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkProbe
-from fsplit_ros.nodes.messages import RESULT_TOPICS, result_msg, wall_time_msg
+from fsplit_ros.nodes.messages import PROBE_QOS, RESULT_TOPICS, result_msg, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.payload import Limits, PayloadError
@@ -73,8 +73,7 @@ class RobotLink:
         topic, result_type = RESULT_TOPICS[node.decoder.dep.task]
         self.result_pub = node.create_publisher(result_type, f"{prefix}{topic}", 10)
         self.feedback_pub = node.create_publisher(FrameFeedback, f"{prefix}frame_feedback", 50)
-        probe_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
-        self.echo_pub = node.create_publisher(LinkProbe, f"{prefix}link_probe_echo", probe_qos)
+        self.echo_pub = node.create_publisher(LinkProbe, f"{prefix}link_probe_echo", PROBE_QOS)
         reliable_newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                      history=HistoryPolicy.KEEP_LAST)
         # Raw (serialized) subscriptions: the size a remote peer chose is checked before the message
@@ -82,7 +81,7 @@ class RobotLink:
         self.node = node
         node.create_subscription(CompressedFeature, f"{prefix}compressed_feature", self.on_feature,
                                  reliable_newest, raw=True)
-        node.create_subscription(LinkProbe, f"{prefix}link_probe", self.echo, probe_qos, raw=True)
+        node.create_subscription(LinkProbe, f"{prefix}link_probe", self.echo, PROBE_QOS, raw=True)
 
     def on_feature(self, raw: bytes):
         limit = self.node.p["max_payload_bytes"] + MAX_METADATA_BYTES

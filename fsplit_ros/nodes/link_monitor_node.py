@@ -16,10 +16,9 @@ from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState
-from fsplit_ros.nodes.messages import time_to_float, wall_time_msg
+from fsplit_ros.nodes.messages import PROBE_QOS, time_to_float, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.policy import CostModel, LinkEstimator, ModeSelector, ProbeBudget, candidate_mode
 from fsplit_ros.runtime import MODES
@@ -46,8 +45,6 @@ PARAMETERS = [
           "encoder's emulated_slowdown).", read_only=True, low=1.0, high=100.0),
     Param("probe_max_fraction", 0.05, "Probe bytes <= this fraction of the measured rate.", low=0.0, high=0.5),
 ]
-# Probes are best effort: a probe lost in a cut must not be retransmitted and measured later.
-PROBE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 MISMATCH_BACKOFF_S = 10.0       # edge has other weights: retry offloading after this long
 REFUSED_BACKOFF_S = 30.0        # edge refuses a mode by configuration (e.g. allow_image_mode=false)
 OFFLOAD_MODES = frozenset({"split", "bottleneck", "image"})
@@ -139,17 +136,17 @@ class LinkMonitorNode(Node):
             self.last_payload_feedback = now
 
     def send_probe(self):
-        """A tiny probe every period; a padded one when the budget allows (policy/probing.py)."""
+        """A tiny probe every period, then a padded one when the budget allows (policy/probing.py)."""
         now = time.time()
-        self.probe_seq += 1
         self.probe_budget.max_fraction = self.p["probe_max_fraction"]
-        padding = self.probe_budget.padding(self.estimator.rate_bps, self.p["probe_period_s"],
-                                            payloads_flowing=now - self.last_payload_feedback <= 1.0)
-        self.padded[self.probe_seq] = padding
-        if len(self.padded) > 256:
-            self.padded.pop(next(iter(self.padded)))
-        self.probe_pub.publish(LinkProbe(seq=self.probe_seq, sent_stamp=wall_time_msg(now),
-                                         padding=bytes(padding)))
+        for padding in self.probe_budget.probes(self.estimator.rate_bps, self.p["probe_period_s"],
+                                                payloads_flowing=now - self.last_payload_feedback <= 1.0):
+            self.probe_seq += 1
+            self.padded[self.probe_seq] = padding
+            if len(self.padded) > 256:
+                self.padded.pop(next(iter(self.padded)))
+            self.probe_pub.publish(LinkProbe(seq=self.probe_seq, sent_stamp=wall_time_msg(now),
+                                             padding=bytes(padding)))
 
     def on_echo(self, probe: LinkProbe):
         now = time.time()

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
@@ -85,9 +86,16 @@ class RecorderNode(Node):
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         for topic, (msg_type, _) in topics.items():
             qos = qos_profile_sensor_data if topic == "image" else reliable
-            self.create_subscription(msg_type, topic, lambda raw, t=topic: self.on_raw(t, raw), qos, raw=True)
+            self.create_subscription(msg_type, topic, lambda raw, t=topic: self.on_raw(t, raw), qos, raw=True,
+                                     event_callbacks=SubscriptionEventCallbacks(
+                                         matched=lambda info, t=topic: self.on_matched(t, info)))
         self.get_logger().info(f"recording {sorted(topics)} to bag '{self.p['bag_path']}' "
                                f"events '{self.p['events_path']}'")
+
+    def on_matched(self, topic: str, info):
+        """Say when a recorded topic gains or loses a publisher: messages sent before the match are
+        not in the bag (DDS matches endpoints some time after the nodes start)."""
+        self.get_logger().info(f"{self.resolve_topic_name(topic)}: {info.current_count} publisher(s) matched")
 
     def on_raw(self, topic: str, raw: bytes):
         now = time.time()

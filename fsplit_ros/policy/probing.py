@@ -1,7 +1,10 @@
 """How big the link monitor's next probe is: the padded-probe budget.
 
-Tiny probes (RTT, liveness) go out every period. Padded probes measure the rate while no payload
-traffic does it for us (e.g. in `local` mode). Their bytes come from a credit that accrues at
+A tiny probe (RTT, liveness) goes out every period; a padded probe, sent after it, measures the
+rate while no payload traffic does it for us (e.g. in `local` mode). Padding never replaces the
+tiny probe: on a fast link the budget allows a padded probe every period, and when they were sent
+instead of the tiny ones the RTT was never measured once the first tiny echoes were lost (the edge
+still booting), so it stayed at the 50 ms prior and made offloading look 25 ms slower than it is. Their bytes come from a credit that accrues at
 `max_fraction` of the measured rate, so probing stays within that fraction however slow the link;
 one goes out once the credit reaches `min_padding` (at 0.25 Mbit/s and 5 %: every 2 s). A padded
 probe must span several packets: a single packet passes any shaper's burst (and a radio's
@@ -30,6 +33,12 @@ class ProbeBudget:
         self.credit = 0.0
         self.size = min_padding
         self.outstanding = False      # the last padded probe has not been answered yet
+
+    def probes(self, rate_bps: float, period_s: float, payloads_flowing: bool) -> list[int]:
+        """Padding sizes of the probes to send now, in order: always a tiny one (0), then a padded
+        one when the budget allows."""
+        padding = self.padding(rate_bps, period_s, payloads_flowing)
+        return [0, padding] if padding else [0]
 
     def padding(self, rate_bps: float, period_s: float, payloads_flowing: bool) -> int:
         """Padding bytes for the probe sent now (0 = a tiny probe). `payloads_flowing`: payloads big

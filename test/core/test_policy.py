@@ -115,6 +115,35 @@ def test_probe_budget_pauses_while_payloads_flow_and_restarts_small_after_a_loss
     assert [s for s in sent if s] and all(s == 3000 for s in sent if s)
 
 
+def test_a_tiny_probe_goes_out_every_period_so_the_rtt_is_measured_on_a_fast_link():
+    """The link monitor's probe loop on a 1 Gbit/s, 1 ms link whose edge answers nothing for the
+    first 7 periods (still booting), so the first probe answered is a padded one. Against the 50 ms
+    RTT prior it seems to take no time: the rate estimate jumps and the budget allows a padded probe
+    every period. When those replaced the tiny probes, the RTT kept its prior for good (loopback
+    offloading predicted 25 ms slower than it is: the robot stayed local in CI)."""
+    from fsplit_ros.policy import ProbeBudget
+    rate, rtt, period = 1e9, 0.001, 0.2
+    est, budget = LinkEstimator(window_s=1.0, outage_s=0.6), ProbeBudget(max_fraction=0.05)
+    sizes = []
+    for tick in range(50):
+        now = tick * period
+        probes = budget.probes(est.rate_bps, period, payloads_flowing=False)
+        sizes.append(probes)
+        if tick < 7:
+            continue                                      # the edge is not up: nothing comes back
+        for padding in probes:
+            elapsed = rtt + 8 * padding / rate
+            if padding:
+                est.add_transfer(padding, elapsed - est.rtt_s, now + elapsed)
+                budget.answered()
+            else:
+                est.add_rtt(elapsed, now + elapsed)
+    assert est.rtt_s == pytest.approx(rtt)
+    assert all(p[0] == 0 and all(pad >= 3000 for pad in p[1:]) for p in sizes)
+    assert all(len(p) == 2 for p in sizes[-10:])       # and the fast link gets a padded one each time
+    assert est.rate_bps == pytest.approx(rate, rel=0.01)
+
+
 def test_rate_follows_steps_within_a_few_samples():
     est = LinkEstimator(window_s=1.0, max_samples=4)
     t = 0.0

@@ -24,16 +24,16 @@ import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Classification
 
 from fsplit_ros.datasets.offline import labelled_imagenet_photos
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkProbe, LinkState
+from fsplit_ros.nodes.messages import PROBE_QOS
 from ros_harness import NodeProcess, RosProbe
 
 pytestmark = [pytest.mark.ros]
-PROBE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 
 
 def _msg(encoding, height, width, step, data, sec, bigendian=False) -> Image:

@@ -1,6 +1,7 @@
 """Bag evaluation of a real run: decoder, encoder and recorder as separate processes over real DDS
 in a robot namespace; the test publishes camera frames, commands split mode the way the link
-monitor does, watches the payloads and results itself, stops the recorder with SIGINT (Ctrl-C) so
+monitor does (after a warm-up round trip, before the recorder starts), watches the payloads and
+results itself, stops the recorder with SIGINT (Ctrl-C) so
 the bag is closed, evaluates the bag and checks the report against what it observed."""
 import os
 import signal
@@ -38,7 +39,7 @@ def _image_msg(bgr, stamp_ns):
     return msg
 
 
-def _wait(cond, timeout, what, graph):
+def _wait(cond, timeout, what, graph, detail=lambda: ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
@@ -47,7 +48,7 @@ def _wait(cond, timeout, what, graph):
             break
         time.sleep(0.05)
     logs = "\n".join(f"--- {tag}:\n{graph.log(tag)[-3000:]}" for tag in ("encoder", "decoder", "recorder"))
-    pytest.fail(f"timed out waiting for {what}; dead: {graph.dead()}\n{logs}")
+    pytest.fail(f"timed out waiting for {what}; {detail()} dead: {graph.dead()}\n{logs}")
 
 
 @pytest.fixture
@@ -65,8 +66,6 @@ def test_report_of_a_recorded_run_matches_what_was_observed(tmp_path, graph):
     camera = {"image": "camera/image_raw"}
     graph.start("decoder", "decoder_node", "edge", params=common, namespace=NS)
     graph.start("encoder", "encoder_node", "robot", params=common, remaps=camera, namespace=NS)
-    graph.start("recorder", "recorder_node", "robot", params={"bag_path": str(tmp_path / "bag")},
-                remaps=camera, namespace=NS)
     # The full model here too, loaded while the nodes load theirs: the expected agreement, and the
     # evaluator's local model.
     from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
@@ -80,16 +79,45 @@ def test_report_of_a_recorded_run_matches_what_was_observed(tmp_path, graph):
         image_pub = probe.publisher(Image, f"{NS}/camera/image_raw")
         state_pub = probe.publisher(LinkState, f"{NS}/link_state")
         node = probe.node
-        # Everyone discovered: encoder + recorder on the camera and link_state; decoder + recorder +
-        # probe on the payloads; recorder + probe on results (from decoder and encoder) and feedback.
-        _wait(lambda: (image_pub.get_subscription_count() >= 2 and state_pub.get_subscription_count() >= 2
-                       and node.count_subscribers(f"{NS}/compressed_feature") >= 3
+        _wait(lambda: (image_pub.get_subscription_count() >= 1 and state_pub.get_subscription_count() >= 1
+                       and node.count_subscribers(f"{NS}/compressed_feature") >= 2
                        and node.count_publishers(f"{NS}/classification") >= 2
-                       and node.count_subscribers(f"{NS}/classification") >= 2
-                       and node.count_publishers(f"{NS}/frame_feedback") >= 1
-                       and node.count_subscribers(f"{NS}/frame_feedback") >= 2),
-              90, "the graph to come up", graph)
-        time.sleep(1.0)   # let the recorder's and decoder's matches with the publishers settle
+                       and node.count_publishers(f"{NS}/frame_feedback") >= 1),
+              90, "the encoder and decoder to come up", graph)
+
+        def answered(stamp, timeout):
+            """A result and the edge's feedback for the frame stamped `stamp` arrived."""
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if (any(_stamp_ns(m.header.stamp) == stamp for m in probe.messages(f"{NS}/classification"))
+                        and any(_stamp_ns(f.header.stamp) == stamp for f in probe.messages(f"{NS}/frame_feedback"))):
+                    return True
+                time.sleep(0.05)
+            return False
+
+        # Warm-up, before the recorder exists: until one frame went encoder -> decoder -> probe in split
+        # mode. DDS matches endpoints some time after discovery; a payload published before the
+        # decoder had matched the encoder was once lost (no result, no feedback).
+        deadline, warm_up = time.monotonic() + 60, []
+        while True:
+            state_pub.publish(LinkState(mode="split", reason="warm-up"))
+            time.sleep(0.2)
+            stamp = time.time_ns()
+            image_pub.publish(_image_msg(photos[0], stamp))
+            warm_up.append(stamp)
+            if answered(stamp, 3.0):
+                break
+            assert time.monotonic() < deadline and not graph.dead(), \
+                f"no split round trip in 60 s\n{graph.log('encoder')[-2000:]}\n{graph.log('decoder')[-2000:]}"
+        graph.start("recorder", "recorder_node", "robot", params={"bag_path": str(tmp_path / "bag")},
+                    remaps=camera, namespace=NS)
+        # The recorder has matched every publisher (it says so in its log): a bag once missed 5 of 6
+        # results whose publishers the recorder matched only 2.6 s after the graph was discovered.
+        wanted = {"classification": 2, "compressed_feature": 1, "frame_feedback": 1, "link_state": 1,
+                  "camera/image_raw": 1}
+        _wait(lambda: all(f"{NS}/{topic}: {n} publisher(s) matched" in graph.log("recorder")
+                          for topic, n in wanted.items()), 60, "the recorder to match its publishers", graph)
+        time.sleep(0.5)
 
         # One frame at a time, each after a mode command. Camera topics are best-effort: a frame the
         # encoder never got is published again under a new stamp (the recorder may have it or not).
@@ -114,8 +142,12 @@ def test_report_of_a_recorded_run_matches_what_was_observed(tmp_path, graph):
             else:
                 pytest.fail(f"frame {k} got no result in 4 tries\n{graph.log('encoder')}\n{graph.log('decoder')}")
         payloads = [m for m in probe.messages(f"{NS}/compressed_feature") if _stamp_ns(m.header.stamp) in published]
-        _wait(lambda: len([f for f in probe.messages(f"{NS}/frame_feedback")
-                           if _stamp_ns(f.header.stamp) in published]) >= len(payloads), 10, "feedback", graph)
+        def unanswered():
+            with_feedback = {_stamp_ns(f.header.stamp) for f in probe.messages(f"{NS}/frame_feedback")}
+            return sorted({_stamp_ns(p.header.stamp) for p in payloads} - with_feedback)
+        _wait(lambda: not unanswered(), 10, "feedback", graph,
+              lambda: f"payloads {[_stamp_ns(p.header.stamp) for p in payloads]} without feedback "
+                      f"{unanswered()}, results {sorted(_stamp_ns(m.header.stamp) for m in probe.messages(f'{NS}/classification'))}")
         time.sleep(1.0)   # the recorder receives what the probe did
         assert graph.stop("recorder") == 0, graph.log("recorder")
         for tag in ("encoder", "decoder"):   # Ctrl-C now; graph.close() reaps them at the end
@@ -128,8 +160,10 @@ def test_report_of_a_recorded_run_matches_what_was_observed(tmp_path, graph):
     clock_offset = time.time() - time.monotonic()
     received_at = {_stamp_ns(m.header.stamp): (t + clock_offset) * 1e9
                    for t, m in probe.received[f"{NS}/classification"]}
-    results = {_stamp_ns(m.header.stamp): m for m in probe.messages(f"{NS}/classification")}
-    assert set(results) <= set(published) and set(stamps) <= set(results)
+    all_results = {_stamp_ns(m.header.stamp): m for m in probe.messages(f"{NS}/classification")}
+    assert set(all_results) <= set(published) | set(warm_up)
+    results = {stamp: m for stamp, m in all_results.items() if stamp in published}   # not the warm-up's
+    assert set(stamps) <= set(results)
     feedback = [f for f in probe.messages(f"{NS}/frame_feedback") if _stamp_ns(f.header.stamp) in published]
     sent = {_stamp_ns(p.header.stamp): p for p in payloads}
     assert sent, "the encoder never sent a payload: split mode was not followed"
