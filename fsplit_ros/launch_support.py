@@ -1,14 +1,28 @@
-"""Pieces shared by the launch files (imported only by them: needs ROS 2 `launch`)."""
-from launch.actions import SetEnvironmentVariable
-from launch.substitutions import EnvironmentVariable, PathJoinSubstitution
+"""Pieces shared by the launch files (`large_frame_dds_profile` needs ROS 2 `launch`, imported
+only when a launch file calls it)."""
+from __future__ import annotations
 
-DDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+import os
+
+# Fast DDS 2 (up to Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE; Fast DDS 3 (Kilted on) reads
+# FASTDDS_DEFAULT_PROFILES_FILE, and when both are set its ROS layer parses the file a second time:
+# every node then logs "XMLPARSER Error ... other transport with the same id".
+FAST_DDS_2_DISTROS = frozenset({"foxy", "galactic", "humble", "iron", "jazzy"})
 
 
-def large_frame_dds_profile(config_dir) -> list[SetEnvironmentVariable]:
+def dds_profile_variable(ros_distro: str | None = None) -> str:
+    """The one environment variable this ROS distribution's Fast DDS reads its profile file from."""
+    distro = (ros_distro if ros_distro is not None else os.environ.get("ROS_DISTRO", "")).lower()
+    return "FASTRTPS_DEFAULT_PROFILES_FILE" if distro in FAST_DDS_2_DISTROS else "FASTDDS_DEFAULT_PROFILES_FILE"
+
+
+def large_frame_dds_profile(config_dir) -> list:
     """Point Fast DDS at config/fastdds_large_frames.xml unless the user already chose a profile:
     with Fast DDS's default 512 KiB shared-memory segment, camera frames larger than that are mostly
     lost before the encoder sees them."""
+    from launch.actions import SetEnvironmentVariable
+    from launch.substitutions import EnvironmentVariable, PathJoinSubstitution
+
+    name = dds_profile_variable()
     profile = PathJoinSubstitution([config_dir, "fastdds_large_frames.xml"])
-    return [SetEnvironmentVariable(name, EnvironmentVariable(name, default_value=profile))
-            for name in DDS_PROFILE_VARIABLES]
+    return [SetEnvironmentVariable(name, EnvironmentVariable(name, default_value=profile))]

@@ -17,7 +17,8 @@ source "$FSPLIT_INSTALL/setup.bash"
 # Keep DDS traffic of tests and demos on this machine unless the user configured otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 # Camera frames over 512 KiB need a larger Fast DDS shared-memory segment (config/fastdds_large_frames.xml).
+# Kilted's Fast DDS 3 reads FASTDDS_DEFAULT_PROFILES_FILE only (with FASTRTPS_... set as well it
+# parses the file twice and every node logs XMLPARSER errors): see fsplit_ros/launch_support.py.
 _fsplit_dds_profile="$FSPLIT_INSTALL/fsplit_ros/share/fsplit_ros/config/fastdds_large_frames.xml"
 export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_fsplit_dds_profile}"
-export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_fsplit_dds_profile}"
 unset _fsplit_dds_profile _fsplit_root _fsplit_venv _fsplit_had_u

@@ -97,6 +97,13 @@ def test_launch_files_that_carry_camera_frames_load_the_large_frame_dds_profile(
         f"{launch_file} does not add large_frame_dds_profile(...) to its LaunchDescription"
 
 
+def test_the_dds_profile_goes_in_the_one_variable_the_distributions_fast_dds_reads():
+    from fsplit_ros.launch_support import dds_profile_variable
+    assert dds_profile_variable("jazzy") == dds_profile_variable("humble") == "FASTRTPS_DEFAULT_PROFILES_FILE"
+    assert dds_profile_variable("kilted") == dds_profile_variable("rolling") == "FASTDDS_DEFAULT_PROFILES_FILE"
+    assert dds_profile_variable("") == "FASTDDS_DEFAULT_PROFILES_FILE"          # newer than we know
+
+
 def test_large_frame_dds_profile_is_installed_with_a_big_shared_memory_segment():
     import xml.etree.ElementTree as ET
     root = ET.parse(SHARE / "config" / "fastdds_large_frames.xml").getroot()

@@ -91,8 +91,11 @@ def test_camera_sized_best_effort_frames_arrive(tmp_path):
         before = len(probe.messages("camera/image_raw"))
         time.sleep(6.0)
         got = probe.messages("camera/image_raw")[before:]
+        log = camera.log()
     finally:
         camera.stop()
         probe.close()
     # 6 s at 5 fps = 30 frames published; allow for scheduling on a loaded 2-core machine.
     assert len(got) >= 20, f"only {len(got)} of ~30 camera frames arrived"
+    # loaded once, cleanly: with FASTRTPS_DEFAULT_PROFILES_FILE set as well Kilted parsed it twice
+    assert "XMLPARSER" not in log and "PROFILES_FILE" not in log, log
