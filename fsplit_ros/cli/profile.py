@@ -14,6 +14,7 @@ import cv2
 
 from fsplit_ros.datasets.offline import labelled_imagenet_photos
 from fsplit_ros.profiling import load_profile, merge_profiles, profile_deployment, save_profile
+from fsplit_ros.profiling.profiler import MAX_OTHER_CPU_LOAD
 from fsplit_ros.runtime import Deployment
 
 
@@ -41,6 +42,10 @@ def main(argv=None) -> int:
                                  threads=args.threads, encoder_kwargs={"tensor_codec": args.tensor_codec})
     profile["command"] = " ".join(["fsplit-profile", *sys.argv[1:]]) if argv is None else " ".join(argv)
     save_profile(profile, args.out)
+    load = profile["timing"]["other_cpu_load"]
+    if load is not None and load > MAX_OTHER_CPU_LOAD:
+        print(f"warning: other processes used {load:.0%} of the CPUs while timing: the costs are likely "
+              f"inflated; profile again on an idle machine", file=sys.stderr)
     for name, c in profile["candidates"].items():
         print(f"{name:12s} bytes {c['bytes']:9.0f}  onboard {c.get('onboard_ms', float('nan')):7.2f} ms  "
               f"offboard(B=1) {c.get('offboard_ms', {}).get('1', float('nan')):7.2f} ms")

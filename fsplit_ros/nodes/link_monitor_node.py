@@ -90,7 +90,15 @@ class LinkMonitorNode(Node):
         from fsplit_ros.runtime import Deployment
         dep = Deployment.load(self.p["backbone"], self.p["weights"] or None,
                               self.p["bottleneck_checkpoint"] or None)
-        return cached_profile(dep, sample_frames(), Path.home() / ".cache" / "fsplit_ros" / "profiles")
+        profile = cached_profile(dep, sample_frames(), Path.home() / ".cache" / "fsplit_ros" / "profiles")
+        load = profile["timing"].get("other_cpu_load")
+        if profile["timing"].get("cached") is False:
+            self.get_logger().warning(
+                f"other processes used {'an unknown share' if load is None else f'{load:.0%}'} of the CPUs "
+                f"while the profile was timed (nodes still loading?): its costs may be inflated, so it is "
+                f"used for this run only and measured again at the next start; for stable decisions run "
+                f"fsplit-profile on an idle machine and pass it as profile_file")
+        return profile
 
     def _on_set_parameters(self, params):
         from rcl_interfaces.msg import SetParametersResult

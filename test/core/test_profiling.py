@@ -1,11 +1,29 @@
 """The profiler: what the link monitor's cost model reads, and why its timing is interleaved."""
 import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 
 import pytest
 
 from fsplit_ros.cli.profile import sample_frames
 from fsplit_ros.profiling import cached_profile, load_profile, profile_deployment
-from fsplit_ros.profiling.profiler import METHOD, RoundRobinTimer
+from fsplit_ros.profiling.profiler import METHOD, OtherCpuLoad, RoundRobinTimer
+
+
+@contextmanager
+def busy_machine():
+    """Another process per CPU spinning, as nodes loading their models do."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.3)
+        yield
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
 
 
 class LoadedMachine:
@@ -59,13 +77,24 @@ def test_round_robin_interleaves_and_warms_up_every_operation():
     assert set(medians) == set("abc") and all(m >= 0 for m in medians.values())
 
 
+def test_other_cpu_load_counts_other_processes_not_this_one():
+    with busy_machine(), OtherCpuLoad() as others_busy:
+        time.sleep(1.0)
+    with OtherCpuLoad() as only_us:
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:               # this process busy, the others idle
+            pass
+    assert others_busy.fraction > 0.6, others_busy.fraction
+    assert only_us.fraction < 0.25, only_us.fraction
+
+
 def test_profile_has_every_candidate_with_both_sides_and_the_cache_reuses_it(lite0, tmp_path):
     frames = sample_frames(3)
     profile = profile_deployment(lite0, frames, batch_sizes=(1, 2), repeats=1)
     names = set(profile["candidates"])
     assert {"local", "image"} <= names
     assert {f"split@{i}" for i in lite0.compressive_split_indices()} <= names
-    assert profile["timing"] == {"method": METHOD, "repeats": 1}
+    assert profile["timing"]["method"] == METHOD and profile["timing"]["repeats"] == 1
     for name, c in profile["candidates"].items():
         assert c["onboard_ms"] > 0, name
         assert set(c["offboard_ms"]) == {"1", "2"}, name
@@ -77,7 +106,12 @@ def test_profile_has_every_candidate_with_both_sides_and_the_cache_reuses_it(lit
     robot = profile_deployment(lite0, frames, side="robot", batch_sizes=(1,), repeats=1)
     assert all("offboard_ms" not in c for n, c in robot["candidates"].items() if n != "local")
 
+    with busy_machine():                             # timed under load: used, not cached
+        loaded = cached_profile(lite0, frames, tmp_path)
+    assert loaded["timing"]["other_cpu_load"] > 0.25 and loaded["timing"]["cached"] is False
+    assert not list(tmp_path.iterdir())
     first = cached_profile(lite0, frames, tmp_path)
+    assert first["timing"]["cached"] is True, first["timing"]
     [path] = tmp_path.iterdir()
     assert path.name.endswith(f"-{METHOD}.json")
     path.write_text(json.dumps({**first, "marker": "reused"}))
