@@ -33,6 +33,9 @@ PARAMETERS = [
     Param("allowed_modes", ["local", "split", "bottleneck", "image"], "Modes that may be chosen."),
     Param("pinned_mode", "", "Force this mode; empty = choose adaptively.", choices=("",) + MODES),
     Param("camera_rate", 10.0, "Camera frames per second (sustainability check).", low=0.1, high=240.0),
+    Param("min_fidelity", 0.0, "Never choose a mode whose recorded agreement with the unmodified model "
+          "is below this (the learned bottleneck's held-out top-1 agreement, or fidelity mAP@0.5 for a "
+          "detector, from its checkpoint); 0 = no floor.", low=0.0, high=1.0),
     Param("hysteresis", 0.15, "Switch only when the new mode is predicted this much faster.", low=0.0, high=0.9),
     Param("min_dwell_s", 2.0, "Keep a mode at least this long.", low=0.0, high=60.0),
     Param("link_timeout_s", 0.6, "No reply for this long = link down -> local.", low=0.05, high=60.0),
@@ -59,7 +62,8 @@ class LinkMonitorNode(Node):
         self.estimator = LinkEstimator(window_s=self.p["rate_window_s"], outage_s=self.p["link_timeout_s"],
                                        max_samples=self.p["rate_samples"])
         self.selector = ModeSelector(self.p["allowed_modes"], self.p["pinned_mode"], self.p["hysteresis"],
-                                     self.p["min_dwell_s"], self.p["link_timeout_s"])
+                                     self.p["min_dwell_s"], self.p["link_timeout_s"],
+                                     min_fidelity=self.p["min_fidelity"])
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.state_pub = self.create_publisher(LinkState, "link_state", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -108,6 +112,7 @@ class LinkMonitorNode(Node):
         s.allowed_modes = set(self.p["allowed_modes"]) | {"local"}
         s.pinned_mode, s.hysteresis = self.p["pinned_mode"], self.p["hysteresis"]
         s.min_dwell_s, s.link_timeout_s = self.p["min_dwell_s"], self.p["link_timeout_s"]
+        s.min_fidelity = self.p["min_fidelity"]
         self.cost.camera_rate = self.p["camera_rate"]
         return SetParametersResult(successful=True)
 

@@ -4,6 +4,8 @@
 
 A candidate is *sustainable* when the link can carry its payloads at the camera rate
 (bytes * 8 * fps <= rate) and the robot can compute it at that rate (T_onboard * fps <= 1 s).
+Its `fidelity` (agreement with the unmodified model) is passed on where the profile records one
+(the learned bottleneck); lossless or near-lossless candidates have none.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ class Prediction:
     latency_s: float
     sustainable: bool
     bytes: float
+    fidelity: float | None = None
 
 
 class CostModel:
@@ -36,7 +39,8 @@ class CostModel:
             offboard = self._offboard_s(c, batch)
             transfer = 8.0 * c["bytes"] / max(rate_bps, 1.0)
             link_ok = 8.0 * c["bytes"] * self.camera_rate <= rate_bps
-            out[name] = Prediction(onboard + transfer + rtt_s / 2 + offboard, compute_ok and link_ok, c["bytes"])
+            out[name] = Prediction(onboard + transfer + rtt_s / 2 + offboard, compute_ok and link_ok, c["bytes"],
+                                   c.get("fidelity"))
         return out
 
     @staticmethod

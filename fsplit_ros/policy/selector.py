@@ -4,7 +4,9 @@ so noise in the measurements does not make the robot flap between modes.
 Rules, in order: a pinned mode always wins; a link that stopped answering means `local` at once;
 the current candidate is left at once when it becomes forbidden or unsustainable; otherwise the
 best sustainable candidate replaces it only when it is `hysteresis` faster and the current one has
-been kept for `min_dwell_s`. `local` is always eligible: it is the fallback that needs no link.
+been kept for `min_dwell_s`. A candidate whose recorded fidelity is below `min_fidelity` is never
+eligible (the learned bottleneck trades accuracy for bytes; this is where a user bounds that).
+`local` is always eligible: it is the fallback that needs no link.
 """
 from __future__ import annotations
 
@@ -28,8 +30,10 @@ class Decision:
 
 class ModeSelector:
     def __init__(self, allowed_modes, pinned_mode: str = "", hysteresis: float = 0.15,
-                 min_dwell_s: float = 2.0, link_timeout_s: float = 1.0, initial: str = "local"):
+                 min_dwell_s: float = 2.0, link_timeout_s: float = 1.0, initial: str = "local",
+                 min_fidelity: float = 0.0):
         self.allowed_modes = set(allowed_modes) | {"local"}
+        self.min_fidelity = min_fidelity
         self.pinned_mode = pinned_mode
         self.hysteresis = hysteresis
         self.min_dwell_s = min_dwell_s
@@ -39,7 +43,10 @@ class ModeSelector:
 
     def eligible(self, name: str, pred: Prediction, blocked=frozenset()) -> bool:
         mode = candidate_mode(name)[0]
-        return mode in self.allowed_modes and mode not in blocked and (pred.sustainable or name == "local")
+        if name == "local":
+            return True
+        faithful = pred.fidelity is None or pred.fidelity >= self.min_fidelity
+        return mode in self.allowed_modes and mode not in blocked and pred.sustainable and faithful
 
     def _switch(self, name: str, reason: str, now: float) -> Decision:
         changed = name != self.current
@@ -64,7 +71,9 @@ class ModeSelector:
         current = predictions.get(self.current)
         if current is None or self.current not in eligible:
             why = ("blocked by the edge" if candidate_mode(self.current)[0] in blocked else
-                   "unsustainable" if current is not None and not current.sustainable else "not allowed")
+                   "unsustainable" if current is not None and not current.sustainable else
+                   f"below min_fidelity {self.min_fidelity:g}" if current is not None and current.fidelity is not None
+                   and current.fidelity < self.min_fidelity else "not allowed")
             return self._switch(best, f"{self.current} {why}", now)
         if best != self.current:
             faster = eligible[best].latency_s < (1.0 - self.hysteresis) * current.latency_s

@@ -4,6 +4,7 @@ compressive bottleneck l):
     onboard_ms       robot: head / learned encoder + payload encoding (after the shared preprocessing)
     bytes, bytes_p95 payload size over the sample frames
     offboard_ms[B]   edge: payload decoding + tail, per frame, when B frames are batched
+    fidelity         bottleneck only: held-out agreement with the unmodified model (its checkpoint)
 
 A profile is measured on the machine that runs each side: `side="robot"` fills onboard numbers,
 `side="edge"` offboard ones, and `merge_profiles` combines the two files.
@@ -111,6 +112,18 @@ class RoundRobinTimer:
         return {key: statistics.median(times) for key, times in self.samples.items()}
 
 
+def bottleneck_fidelity(dep: Deployment) -> dict:
+    """How often the bottleneck's results agree with the unmodified model's, as its training run
+    measured on held-out frames (top-1 agreement; fidelity mAP@0.5 for detectors): the link
+    monitor's `min_fidelity` keeps it out below a floor. Empty when the checkpoint has no record."""
+    heldout = (dep.bottleneck_metadata or {}).get("heldout", {})
+    for metric in ("top1_agreement", "fidelity_map50"):
+        if isinstance(heldout.get(metric), (int, float)):
+            return {"fidelity": float(heldout[metric]),
+                    "fidelity_source": f"checkpoint held-out {metric} ({heldout.get('frames', '?')} frames)"}
+    return {}
+
+
 @torch.no_grad()
 def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "both",
                        batch_sizes=(1, 2, 4, 8), repeats: int = 5, threads: int | None = None,
@@ -142,6 +155,8 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
             payloads = [enc.encode(p, mode, split) for p in prepared]
             sizes = [len(p) for p in payloads]
             entry.update(bytes=float(np.mean(sizes)), bytes_p95=float(np.percentile(sizes, 95)))
+            if mode == "bottleneck":
+                entry.update(bottleneck_fidelity(dep))
             if mode == "split":
                 point = dep.split_point(split)
                 entry.update(name=point.name, compression=point.compression, shape=list(point.shape))

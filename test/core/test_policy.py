@@ -51,6 +51,41 @@ def test_selector_link_down_pinned_forbidden_and_blocked():
     assert pinned.update(cost.predict(100e6, 0.002), 0.0, now=3.0).candidate == "split@13"
 
 
+def test_min_fidelity_keeps_a_lossy_bottleneck_out_and_can_be_lowered_again():
+    # the bottleneck agrees with the full model on 77 % of held-out frames (from its checkpoint)
+    profile = {"candidates": {**PROFILE["candidates"], "bottleneck": {
+        **PROFILE["candidates"]["bottleneck"], "fidelity": 0.77}}}
+    cost = CostModel(profile, 10)
+    at_2mbit = cost.predict(2e6, 0.002)     # bottleneck 83 ms, split@13 88 ms, local 100 ms
+    assert at_2mbit["bottleneck"].fidelity == 0.77 and at_2mbit["split@13"].fidelity is None
+    modes = ["local", "split", "bottleneck", "image"]
+    assert ModeSelector(modes).update(at_2mbit, 0.0, now=0.0).candidate == "bottleneck"
+    strict = ModeSelector(modes, min_fidelity=0.8)
+    assert strict.update(at_2mbit, 0.0, now=0.0).candidate == "local"     # no lossless mode beats it enough
+    strict.current = "bottleneck"                                          # the floor raised while in it:
+    d = strict.update(at_2mbit, 0.0, now=10.0)                             # left at once, saying why
+    assert d.changed and d.candidate == "split@13" and "below min_fidelity 0.8" in d.reason
+    assert not strict.eligible("bottleneck", at_2mbit["bottleneck"])
+    strict.min_fidelity = 0.7
+    assert strict.eligible("bottleneck", at_2mbit["bottleneck"])
+    # pinning is the user's explicit choice: the floor does not override it
+    pinned = ModeSelector(["local", "bottleneck"], pinned_mode="bottleneck", min_fidelity=0.9)
+    assert pinned.update(at_2mbit, 0.0, now=0.0).candidate == "bottleneck"
+
+
+def test_profile_records_the_bottleneck_checkpoints_held_out_fidelity():
+    from fsplit_ros.profiling.profiler import bottleneck_fidelity
+
+    class Dep:
+        bottleneck_metadata = {"heldout": {"frames": 114, "fidelity_map50": 0.79, "mse": 0.1}}
+    assert bottleneck_fidelity(Dep()) == {"fidelity": 0.79,
+                                          "fidelity_source": "checkpoint held-out fidelity_map50 (114 frames)"}
+    Dep.bottleneck_metadata = {"heldout": {"frames": 20, "top1_agreement": 0.81}}
+    assert bottleneck_fidelity(Dep())["fidelity"] == 0.81
+    Dep.bottleneck_metadata = None                          # a checkpoint without a record: no floor applies
+    assert bottleneck_fidelity(Dep()) == {}
+
+
 def test_estimator_rate_rtt_queueing_and_outage():
     est = LinkEstimator(window_s=2.0, outage_s=0.6)
     est.add_rtt(0.010, now=0.0)
