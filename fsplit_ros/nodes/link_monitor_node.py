@@ -51,6 +51,7 @@ PARAMETERS = [
 MISMATCH_BACKOFF_S = 10.0       # edge has other weights: retry offloading after this long
 REFUSED_BACKOFF_S = 30.0        # edge refuses a mode by configuration (e.g. allow_image_mode=false)
 OFFLOAD_MODES = frozenset({"split", "bottleneck", "image"})
+PROFILE_IDLE_WAIT_S = 10.0      # start-up profiling first waits up to this long for the nodes to load their models
 
 
 class LinkMonitorNode(Node):
@@ -94,7 +95,8 @@ class LinkMonitorNode(Node):
         from fsplit_ros.runtime import Deployment
         dep = Deployment.load(self.p["backbone"], self.p["weights"] or None,
                               self.p["bottleneck_checkpoint"] or None)
-        profile = cached_profile(dep, sample_frames(), Path.home() / ".cache" / "fsplit_ros" / "profiles")
+        profile = cached_profile(dep, sample_frames(), Path.home() / ".cache" / "fsplit_ros" / "profiles",
+                                 idle_wait_s=PROFILE_IDLE_WAIT_S)
         load = profile["timing"].get("other_cpu_load")
         if profile["timing"].get("cached") is False:
             self.get_logger().warning(

@@ -1,20 +1,20 @@
 """How big the link monitor's next probe is: the padded-probe budget.
 
-A tiny probe (RTT, liveness) goes out every period; a padded probe, sent after it, measures the
-rate while no payload traffic does it for us (e.g. in `local` mode). Padding never replaces the
-tiny probe: on a fast link the budget allows a padded probe every period, and when they were sent
-instead of the tiny ones the RTT was never measured once the first tiny echoes were lost (the edge
-still booting), so it stayed at the 50 ms prior and made offloading look 25 ms slower than it is. Their bytes come from a credit that accrues at
-`max_fraction` of the measured rate, so probing stays within that fraction however slow the link;
-one goes out once the credit reaches `min_padding` (at 0.25 Mbit/s and 5 %: every 2 s). A padded
-probe must span several packets: a single packet passes any shaper's burst (and a radio's
-aggregation) at once and measures only the round trip. Sizes grow by slow start (doubling per
-answered padded probe, back to the minimum after one was lost).
+A tiny probe (RTT, liveness) goes out every period; a padded probe, sent after it, measures the rate
+while no payload traffic does it for us (e.g. in `local` mode). Padding never replaces the tiny
+probe: on a fast link the budget allows a padded probe every period, and when they were sent instead
+of the tiny ones the RTT was never measured once the first tiny echoes were lost (the edge still
+booting), so it stayed at the 50 ms prior and made offloading look 25 ms slower than it is. Padded
+probes' bytes come from a credit that accrues at `max_fraction` of the measured rate, so probing stays
+within that fraction however slow the link; one goes out once the credit reaches `min_padding` (at
+0.25 Mbit/s and 5 %: every 2 s). A padded probe must span several packets: a single packet passes
+any shaper's burst (and a radio's aggregation) at once and measures only the round trip. Sizes grow
+by slow start (doubling per answered padded probe, back to the minimum after one was lost).
 
 The budget is computed from at least `floor_bps` (0.25 Mbit/s, the slowest, BLE-like link fsplit
-targets): a rate underestimated after an outage (the first probe queued behind the old backlog)
-must not starve the probing that would correct it. Below the floor the robot is in `local` mode
-and the probes are the only traffic it sends."""
+targets): a rate underestimated after an outage (the first probe queued behind the old backlog) must
+not starve the probing that would correct it. Below the floor the robot is in `local` mode and the
+probes are the only traffic it sends."""
 from __future__ import annotations
 
 from fsplit_ros.policy.link_estimator import MIN_RATE_SAMPLE_BYTES

@@ -209,15 +209,31 @@ def load_profile(path: str | Path) -> dict:
     return profile
 
 
-def cached_profile(dep: Deployment, frames: list[np.ndarray], cache_dir: str | Path) -> dict:
+def wait_for_idle_cpus(timeout_s: float, window_s: float = 0.5) -> float | None:
+    """Wait until other processes use at most MAX_OTHER_CPU_LOAD of the CPUs over a `window_s`
+    window, or `timeout_s` passed; returns the last window's load (None: cannot be measured).
+    The link monitor starts with the nodes that load models next to it: timing then is wasted."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with OtherCpuLoad() as load:
+            time.sleep(window_s)
+        if load.fraction is None or load.fraction <= MAX_OTHER_CPU_LOAD or time.monotonic() >= deadline:
+            return load.fraction
+
+
+def cached_profile(dep: Deployment, frames: list[np.ndarray], cache_dir: str | Path,
+                   idle_wait_s: float = 0.0) -> dict:
     """Profile both sides on this machine once per model (keyed by its hashes), then reuse it.
 
-    A profile timed while other processes used more than MAX_OTHER_CPU_LOAD of the CPUs is returned
-    for this run but not cached (its `timing.cached` is false): the next start measures again."""
+    Before timing, waits up to `idle_wait_s` for the other processes to quieten down. A profile
+    timed while they used more than MAX_OTHER_CPU_LOAD of the CPUs is returned for this run but not
+    cached (its `timing.cached` is false): the next start measures again."""
     key = "-".join(h[:10] for _, h in sorted(dep.model_hashes().items()))
     path = Path(cache_dir) / f"{dep.name}-{key}-{METHOD}.json"
     if path.is_file():
         return load_profile(path)
+    if idle_wait_s > 0:
+        wait_for_idle_cpus(idle_wait_s)
     profile = profile_deployment(dep, frames, side="both", repeats=5)
     load = profile["timing"]["other_cpu_load"]
     profile["timing"]["cached"] = load is not None and load <= MAX_OTHER_CPU_LOAD

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -10,7 +11,7 @@ import pytest
 
 from fsplit_ros.cli.profile import sample_frames
 from fsplit_ros.profiling import cached_profile, load_profile, profile_deployment
-from fsplit_ros.profiling.profiler import METHOD, OtherCpuLoad, RoundRobinTimer
+from fsplit_ros.profiling.profiler import METHOD, OtherCpuLoad, RoundRobinTimer, wait_for_idle_cpus
 
 
 @contextmanager
@@ -86,6 +87,24 @@ def test_other_cpu_load_counts_other_processes_not_this_one():
             pass
     assert others_busy.fraction > 0.6, others_busy.fraction
     assert only_us.fraction < 0.25, only_us.fraction
+
+
+def test_waiting_for_idle_cpus_returns_once_the_load_is_gone_or_at_the_timeout():
+    with busy_machine():
+        t0 = time.monotonic()
+        assert wait_for_idle_cpus(timeout_s=1.0) > 0.25                 # still busy at the timeout
+        assert 1.0 <= time.monotonic() - t0 < 3.0
+    # nodes loading their models for 1.5 s, then quiet: the wait ends a window or two after that
+    t0 = time.monotonic()
+    stopper = threading.Timer(1.5, lambda: spinners.__exit__(None, None, None))
+    spinners = busy_machine()
+    spinners.__enter__()
+    stopper.start()
+    try:
+        assert wait_for_idle_cpus(timeout_s=20.0) <= 0.25
+    finally:
+        stopper.join()
+    assert 1.5 <= time.monotonic() - t0 < 4.0
 
 
 def test_profile_has_every_candidate_with_both_sides_and_the_cache_reuses_it(lite0, tmp_path):
