@@ -135,7 +135,9 @@ def evaluate_detection(frames: list[np.ndarray], detector: str = "nanodet", chec
         if method == "bottleneck":
             bdep = bottlenecks[arg]
             latent = "x".join(map(str, bdep.bottleneck.config.latent_shape))
-            setting = f"beta={(bdep.bottleneck_metadata or {}).get('beta')} latent {latent} ({Path(arg).name})"
+            meta = bdep.bottleneck_metadata or {}
+            guidance = {True: ", saliency", False: ", plain MSE"}.get(meta.get("saliency"), "")
+            setting = f"beta={meta.get('beta')} latent {latent}{guidance} ({Path(arg).name})"
             res = evaluate_configuration(bdep, OnboardEncoder(bdep), EdgeDecoder(bdep), frames, reference,
                                          "bottleneck")
         elif method == "split":
