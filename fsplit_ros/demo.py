@@ -104,6 +104,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     out = Path(args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")).resolve()
+    earlier = [name for name in ("events.jsonl", "bag") if (out / name).exists()]
+    if earlier:
+        # the recorder appends to events.jsonl and never overwrites a bag: an earlier run's events
+        # would be read as this run's
+        print(f"[demo] {out} holds an earlier run ({', '.join(earlier)}): pass a new --out or delete it",
+              file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     trace = parse_trace(args.trace)
     link = None

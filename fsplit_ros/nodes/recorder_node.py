@@ -23,7 +23,7 @@ from vision_msgs.msg import Classification, Detection2DArray
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
 from fsplit_ros.nodes.messages import time_to_float
 from fsplit_ros.nodes.params import Param, declare_parameters
-from fsplit_ros.nodes.runner import run_node
+from fsplit_ros.nodes.runner import NodeSetupError, run_node
 
 PARAMETERS = [
     Param("bag_path", "", "rosbag2 output folder (must not exist); empty = no bag.", read_only=True),
@@ -70,8 +70,11 @@ class RecorderNode(Node):
         super().__init__("fsplit_recorder")
         self.p = declare_parameters(self, PARAMETERS)
         self._lock = threading.Lock()
-        self.writer, self.connections = None, {}
+        self.writer, self.connections, self.events = None, {}, None
         topics = {t: v for t, v in TOPICS.items() if t != "image" or self.p["record_images"]}
+        if self.p["bag_path"] and Path(self.p["bag_path"]).exists():
+            raise NodeSetupError(f"bag_path '{self.p['bag_path']}' exists already: rosbag2 never "
+                                 f"overwrites a bag; pass a new folder or delete that one")
         if self.p["bag_path"]:
             from rosbags.rosbag2 import StoragePlugin, Writer
             from fsplit_ros.evaluation.bag_types import fsplit_typestore

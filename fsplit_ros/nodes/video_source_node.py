@@ -12,7 +12,7 @@ from sensor_msgs.msg import Image
 
 from fsplit_ros.datasets.offline import default_demo_video
 from fsplit_ros.nodes.params import Param, declare_parameters
-from fsplit_ros.nodes.runner import run_node
+from fsplit_ros.nodes.runner import NodeSetupError, run_node
 
 PARAMETERS = [
     Param("source", "", "Video path or device index ('0'); empty = the bundled demo video.", read_only=True),
@@ -31,7 +31,7 @@ class VideoSourceNode(Node):
         source = self.p["source"] or str(default_demo_video())
         self.capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
         if not self.capture.isOpened():
-            raise RuntimeError(f"cannot open video source '{source}': give a readable video file or "
+            raise NodeSetupError(f"cannot open video source '{source}': give a readable video file or "
                                f"a camera device index")
         self.bridge = CvBridge()
         self.pub = self.create_publisher(Image, "image", qos_profile_sensor_data)

@@ -18,7 +18,7 @@ from fsplit_ros.datasets.offline import labelled_imagenet_photos
 from fsplit_ros.evaluation.bag_report import LocalModelClassifier, evaluate_bag, format_table
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
 from fsplit_ros.process_graph import ProcessGraph
-from ros_harness import RosProbe
+from ros_harness import NodeProcess, RosProbe
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -253,3 +253,23 @@ def _recorded_frame_stamps(bag) -> set[int]:
         conns = [c for c in reader.connections if c.msgtype == "sensor_msgs/msg/Image"]
         return {_stamp_ns(store.deserialize_cdr(raw, c.msgtype).header.stamp)
                 for c, _, raw in reader.messages(connections=conns)}
+
+
+@pytest.mark.parametrize("node, params, says", [
+    ("recorder_node", {"bag_path": "EXISTING"}, "exists already: rosbag2 never overwrites a bag"),
+    ("video_source_node", {"source": "/nonexistent/video.mp4"}, "cannot open video source"),
+])
+def test_a_node_that_cannot_start_says_why_in_one_line_and_exits_2(tmp_path, node, params, says):
+    """A configuration mistake is not a crash: no traceback (once the recorder's cleanup itself
+    failed on the half-built node and buried the reason under an AttributeError)."""
+    (tmp_path / "bag").mkdir()
+    params = {k: str(tmp_path / "bag") if v == "EXISTING" else v for k, v in params.items()}
+    proc = NodeProcess.ros_executable(node, tmp_path, params=params)
+    try:
+        proc.proc.wait(60)
+    finally:
+        code = proc.stop()
+    log = proc.log_path.read_text()
+    assert code == 2, log
+    assert says in log and "Traceback" not in log, log
+    assert sum("FATAL" in line for line in log.splitlines()) == 1, log

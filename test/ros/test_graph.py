@@ -101,3 +101,13 @@ def test_frames_in_results_out_with_camera_header(graph, local_top1, mode):
     if mode in ("split", "image", "local"):   # the unchanged model: same answer as running it here
         for sec, msg in seen.items():
             assert msg.results[0].class_id == str(local_top1(photos[sec - base][0]))
+
+
+def test_demo_refuses_a_folder_holding_an_earlier_run(tmp_path, capsys):
+    """The recorder appends to events.jsonl: an earlier run's events were once read as the new
+    run's (its live table showed 0 fps throughout, from stale timestamps)."""
+    from fsplit_ros import demo
+    (tmp_path / "events.jsonl").write_text('{"t": 0, "topic": "classification"}\n')
+    assert demo.main(["--out", str(tmp_path), "--duration", "1", "--link", "loopback"]) == 2
+    assert "holds an earlier run (events.jsonl)" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()                  # nothing was started
