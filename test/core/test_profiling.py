@@ -17,7 +17,7 @@ from fsplit_ros.profiling.profiler import METHOD, OtherCpuLoad, RoundRobinTimer,
 @contextmanager
 def busy_machine():
     """Another process per CPU spinning, as nodes loading their models do."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in os.sched_getaffinity(0)]
     try:
         time.sleep(0.3)
         yield
