@@ -86,10 +86,11 @@ def candidates(encoder: OnboardEncoder) -> list[tuple[str, str, int | None]]:
 
 class RoundRobinTimer:
     """Times several operations in interleaved rounds (a, b, c, a, b, c, ...) and keeps each one's
-    median. A burst of load from another process (a node loading its model, a test) then slows every
-    operation of the rounds it overlaps, not only the one that happened to be timed during it, so the
-    ratios between candidates, which decide the mode, survive; timing them one after the other
-    once made image's edge look 4x slower than local and the policy never offloaded."""
+    median. A burst of load from another process then slows every operation of the rounds it
+    overlaps, not only the one that happened to be timed during it, so the ratios between
+    candidates, which decide the mode, survive it. Sustained load it does not undo (timed while
+    three nodes booted, image's edge still read 67 ms against local's 23 ms, idle ~21 vs ~20): that
+    is what OtherCpuLoad detects."""
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter):
         self.clock = clock
