@@ -223,7 +223,7 @@ def wait_for_idle_cpus(timeout_s: float, window_s: float = 0.5) -> float | None:
 
 
 def cached_profile(dep: Deployment, frames: list[np.ndarray], cache_dir: str | Path,
-                   idle_wait_s: float = 0.0) -> dict:
+                   idle_wait_s: float = 0.0, repeats: int = 5, batch_sizes=(1, 2, 4, 8)) -> dict:
     """Profile both sides on this machine once per model (keyed by its hashes), then reuse it.
 
     Before timing, waits up to `idle_wait_s` for the other processes to quieten down. A profile
@@ -235,7 +235,7 @@ def cached_profile(dep: Deployment, frames: list[np.ndarray], cache_dir: str | P
         return load_profile(path)
     if idle_wait_s > 0:
         wait_for_idle_cpus(idle_wait_s)
-    profile = profile_deployment(dep, frames, side="both", repeats=5)
+    profile = profile_deployment(dep, frames, side="both", repeats=repeats, batch_sizes=batch_sizes)
     load = profile["timing"]["other_cpu_load"]
     profile["timing"]["cached"] = load is not None and load <= MAX_OTHER_CPU_LOAD
     if profile["timing"]["cached"]:
