@@ -107,6 +107,7 @@ class GraphConfig:
     update_period_s: float = 0.1
     record_images: bool = False
     extra_encoder: dict = field(default_factory=dict)
+    extra_link_monitor: dict = field(default_factory=dict)
 
 
 def start_standard_graph(graph: ProcessGraph, cfg: GraphConfig, events_path: Path, bag_path: Path | None = None):
@@ -116,7 +117,8 @@ def start_standard_graph(graph: ProcessGraph, cfg: GraphConfig, events_path: Pat
                 params={"backbone": cfg.backbone, "bottleneck_checkpoint": cfg.bottleneck_checkpoint,
                         "emulated_slowdown": cfg.slowdown, "camera_rate": cfg.camera_rate,
                         "update_period_s": cfg.update_period_s, "pinned_mode": cfg.pinned_mode,
-                        "allowed_modes": list(cfg.allowed_modes), "profile_file": cfg.profile_file})
+                        "allowed_modes": list(cfg.allowed_modes), "profile_file": cfg.profile_file,
+                        **cfg.extra_link_monitor})
     graph.start("encoder", "encoder_node", "robot",
                 params={**common, "emulated_slowdown": cfg.slowdown, "image_resolution": cfg.image_resolution,
                         "image_quality": cfg.image_quality, **cfg.extra_encoder},

@@ -7,6 +7,8 @@ Topics (relative, so a namespace per robot works):
   sub frame_feedback (fsplit_ros/FrameFeedback): the edge's answers; at most max_in_flight payloads
       go unanswered (newer frames are skipped meanwhile, so a slow link never builds a queue)
   pub compressed_feature (fsplit_ros/CompressedFeature)
+  pub onboard_timing (fsplit_ros/OnboardTiming): each frame's measured onboard compute, for the link
+      monitor's cost model (the profile's times do not know the robot's current load)
   pub classification (vision_msgs/Classification) or detections (vision_msgs/Detection2DArray, for
       detectors), in local mode
 """
@@ -20,7 +22,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import Image
 
 from fsplit_ros.imaging import ImageEncodingError, to_rgb8
-from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
+from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState, OnboardTiming
 from fsplit_ros.nodes.messages import RESULT_TOPICS, result_msg, wall_time_msg
 from fsplit_ros.nodes.params import Param, check_choices, declare_parameters
 from fsplit_ros.nodes.throttle import PerKindThrottle
@@ -88,6 +90,7 @@ class EncoderNode(Node):
         self.feature_pub = self.create_publisher(CompressedFeature, "compressed_feature", reliable_newest)
         topic, result_type = RESULT_TOPICS[deployment.task]
         self.result_pub = self.create_publisher(result_type, topic, 10)
+        self.timing_pub = self.create_publisher(OnboardTiming, "onboard_timing", 10)
         image_qos = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
                                history=HistoryPolicy.KEEP_LAST, durability=qos_profile_sensor_data.durability)
         self.create_subscription(Image, "image", self.on_image, image_qos)
@@ -148,6 +151,12 @@ class EncoderNode(Node):
         if self.p["emulated_slowdown"] > 1.0:
             time.sleep((self.p["emulated_slowdown"] - 1.0) * (time.perf_counter() - start))
 
+    def _publish_timing(self, header, candidate: str, prepared: float):
+        """The model + codec time of this frame, timed as the profile times it (after the shared
+        preprocessing), on the emulated robot's clock."""
+        compute = (time.perf_counter() - prepared) * self.p["emulated_slowdown"]
+        self.timing_pub.publish(OnboardTiming(header=header, candidate=candidate, compute_time=compute))
+
     def _drop(self, kind: str, message: str):
         """Drop this frame; one log line per kind of bad input and period (see PerKindThrottle)."""
         suffix = self.drops.note(kind)
@@ -175,14 +184,17 @@ class EncoderNode(Node):
                 f"({self.in_flight.held_back} skipped so far)", throttle_duration_sec=5.0)
             return
         frame = self.encoder.prepare(rgb)
+        prepared = time.perf_counter()
         if mode == "local":
             logits = self.encoder.predict_local(frame)
+            self._publish_timing(msg.header, "local", prepared)
             self._emulate_slow_robot(start)
             self.result_pub.publish(result_msg(self.deployment, msg.header, logits, rgb.shape[1], rgb.shape[0],
                                                self.p["top_k"]))
             return
         split = self.commanded_split if mode == "split" else None
         header, payload = self.encoder.encode_frame(frame, mode, split)
+        self._publish_timing(msg.header, f"split@{header.split_index}" if mode == "split" else mode, prepared)
         self.seq += 1
         out = CompressedFeature(
             header=msg.header, seq=self.seq, mode=mode, model_name=self.deployment.name,

@@ -1,12 +1,13 @@
 """Link monitor node (robot): measures the real link and commands the encoder's mode.
 
-  sub frame_feedback (FrameFeedback), link_probe_echo (LinkProbe)
+  sub frame_feedback (FrameFeedback), link_probe_echo (LinkProbe), onboard_timing (OnboardTiming)
   pub link_probe (LinkProbe), link_state (LinkState: what the encoder follows), /diagnostics
 
 Rate and RTT come from feedback on real payloads plus light probes (padded probes only when little
 payload traffic flows, capped at probe_max_fraction of the measured rate). Every update predicts
 T = T_onboard + bytes/rate + RTT/2 + T_offboard per candidate from the profile and picks one with
-hysteresis and a minimum dwell time (fsplit_ros.policy).
+hysteresis and a minimum dwell time (fsplit_ros.policy). T_onboard is the profile's, scaled by how
+much slower than profiled the encoder measures the robot now (OnboardTimeCorrection).
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from pathlib import Path
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
-from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState
+from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState, OnboardTiming
 from fsplit_ros.nodes.messages import PROBE_QOS, time_to_float, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
-from fsplit_ros.policy import CostModel, LinkEstimator, ModeSelector, ProbeBudget, candidate_mode
+from fsplit_ros.policy import (CostModel, LinkEstimator, ModeSelector, OnboardTimeCorrection, ProbeBudget,
+                               candidate_mode)
 from fsplit_ros.runtime import MODES
 from fsplit_ros.nodes.runner import run_node
 
@@ -47,6 +49,9 @@ PARAMETERS = [
     Param("emulated_slowdown", 1.0, "Onboard times of the profile are multiplied by this (the "
           "encoder's emulated_slowdown).", read_only=True, low=1.0, high=100.0),
     Param("probe_max_fraction", 0.05, "Probe bytes <= this fraction of the measured rate.", low=0.0, high=0.5),
+    Param("measured_onboard_correction", True, "Scale the profile's onboard times by the median ratio of "
+          "the encoder's measured onboard times (onboard_timing, newest 9 frames within 10 s) to them, so "
+          "other load on the robot's CPU is priced in; false = trust the profile alone."),
 ]
 MISMATCH_BACKOFF_S = 10.0       # edge has other weights: retry offloading after this long
 REFUSED_BACKOFF_S = 30.0        # edge refuses a mode by configuration (e.g. allow_image_mode=false)
@@ -71,6 +76,10 @@ class LinkMonitorNode(Node):
         self.probe_pub = self.create_publisher(LinkProbe, "link_probe", PROBE_QOS)
         self.create_subscription(FrameFeedback, "frame_feedback", self.on_feedback, 50)
         self.create_subscription(LinkProbe, "link_probe_echo", self.on_echo, PROBE_QOS)
+        self.create_subscription(OnboardTiming, "onboard_timing", self.on_timing, 20)
+        self.onboard = OnboardTimeCorrection()
+        self.onboard_factor = 1.0            # applied at the last update
+        self.logged_onboard_factor = 1.0     # said in the log (changes of > 25 % are)
         self.probe_seq = 0
         self.probe_budget = ProbeBudget(self.p["probe_max_fraction"])
         self.padded: dict[int, int] = {}
@@ -150,6 +159,15 @@ class LinkMonitorNode(Node):
         if self.estimator.measures_rate(fb.bytes):   # small payloads leave the measuring to probes
             self.last_payload_feedback = now
 
+    def on_timing(self, timing: OnboardTiming):
+        profiled = self.cost.profiled_onboard_s(timing.candidate)
+        if profiled is None:
+            self.get_logger().warning(f"onboard_timing for '{timing.candidate[:40]}', which the profile does not "
+                                      f"have: ignored (encoder and link monitor configured for different models "
+                                      f"or split points?)", throttle_duration_sec=10.0)
+            return
+        self.onboard.add(timing.compute_time, profiled, time.time())
+
     def send_probe(self):
         """A tiny probe every period, then a padded one when the budget allows (policy/probing.py)."""
         now = time.time()
@@ -178,7 +196,13 @@ class LinkMonitorNode(Node):
     def update(self):
         now = time.time()
         rate, rtt = self.estimator.rate_bps, self.estimator.rtt_s
-        predictions = self.cost.predict(rate, rtt)
+        factor = self.onboard.factor(now) if self.p["measured_onboard_correction"] else 1.0
+        if abs(factor - self.logged_onboard_factor) > 0.25 * self.logged_onboard_factor:
+            self.get_logger().info(f"robot computes {factor:.2f}x the profile's onboard times now "
+                                   f"(encoder's measurements of the last {self.onboard.samples(now)} frames)")
+            self.logged_onboard_factor = factor
+        self.onboard_factor = factor
+        predictions = self.cost.predict(rate, rtt, onboard_factor=factor)
         blocked = self.blocked_modes(now)
         previous = candidate_mode(self.selector.current)[0]
         decision = self.selector.update(predictions, self.estimator.since_last_reply(now), now, blocked)
@@ -226,6 +250,7 @@ class LinkMonitorNode(Node):
         status.values = [KeyValue(key="rate_mbps", value=f"{s.rate_bps / 1e6:.3f}"),
                          KeyValue(key="rtt_ms", value=f"{s.rtt * 1e3:.1f}"),
                          KeyValue(key="mode", value=s.mode), KeyValue(key="split_index", value=str(s.split_index)),
+                         KeyValue(key="onboard_factor", value=f"{self.onboard_factor:.2f}"),
                          KeyValue(key="edge_rejections", value=str(self.rejections)),
                          KeyValue(key="edge_rejections_by_kind", value=by_kind),
                          KeyValue(key="last_edge_error", value=self.last_rejection),

@@ -2,6 +2,9 @@
 
     T(candidate) = T_onboard + bytes / rate + RTT/2 + T_offboard(batch)      (local: T_onboard only)
 
+T_onboard is the profiled time x the robot's emulated slowdown x the measured load factor
+(OnboardTimeCorrection: how much slower than profiled the robot computes now).
+
 A candidate is *sustainable* when the link can carry its payloads at the camera rate
 (bytes * 8 * fps <= rate) and the robot can compute it at that rate (T_onboard * fps <= 1 s).
 Its `fidelity` (agreement with the unmodified model) is passed on where the profile records one
@@ -28,10 +31,17 @@ class CostModel:
         self.camera_rate = camera_rate
         self.candidates = dict(profile["candidates"])
 
-    def predict(self, rate_bps: float, rtt_s: float, batch: int = 1) -> dict[str, Prediction]:
+    def profiled_onboard_s(self, name: str) -> float | None:
+        """The profile's onboard time of a candidate on this robot (emulated slowdown included)."""
+        c = self.candidates.get(name)
+        return None if c is None else c["onboard_ms"] / 1e3 * self.onboard_scale
+
+    def predict(self, rate_bps: float, rtt_s: float, batch: int = 1,
+                onboard_factor: float = 1.0) -> dict[str, Prediction]:
+        """onboard_factor: how much slower the robot computes now than profiled (OnboardTimeCorrection)."""
         out = {}
         for name, c in self.candidates.items():
-            onboard = c["onboard_ms"] / 1e3 * self.onboard_scale
+            onboard = self.profiled_onboard_s(name) * onboard_factor
             compute_ok = onboard * self.camera_rate <= 1.0
             if c["mode"] == "local":
                 out[name] = Prediction(onboard, compute_ok, 0.0)

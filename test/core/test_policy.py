@@ -1,7 +1,7 @@
 """The link policy without ROS: estimator, cost model and selector on synthetic measurements."""
 import pytest
 
-from fsplit_ros.policy import CostModel, InFlightWindow, LinkEstimator, ModeSelector
+from fsplit_ros.policy import CostModel, InFlightWindow, LinkEstimator, ModeSelector, OnboardTimeCorrection
 
 PROFILE = {"candidates": {
     "local": {"mode": "local", "split_index": None, "bytes": 0, "onboard_ms": 100.0, "offboard_ms": {"1": 0.0}},
@@ -71,6 +71,51 @@ def test_min_fidelity_keeps_a_lossy_bottleneck_out_and_can_be_lowered_again():
     # pinning is the user's explicit choice: the floor does not override it
     pinned = ModeSelector(["local", "bottleneck"], pinned_mode="bottleneck", min_fidelity=0.9)
     assert pinned.update(at_2mbit, 0.0, now=0.0).candidate == "bottleneck"
+
+
+def test_onboard_correction_is_a_robust_recent_ratio():
+    corr = OnboardTimeCorrection(samples=5, max_age_s=10.0, low=0.5, high=20.0)
+    assert corr.factor(now=0.0) == 1.0                         # nothing measured: trust the profile
+    for t, measured in enumerate([0.2, 0.21, 0.19, 5.0, 0.2]):  # one frame hit a 5 s hiccup
+        assert corr.add(measured, 0.1, now=float(t))
+    assert corr.factor(now=5.0) == pytest.approx(2.0)           # the median ignores it
+    assert corr.samples(now=5.0) == 5
+    for t in range(5, 10):                                      # the load is gone: the newest 5 decide
+        corr.add(0.1, 0.1, now=float(t))
+    assert corr.factor(now=10.0) == pytest.approx(1.0)
+    assert corr.factor(now=30.0) == 1.0 and corr.samples(now=30.0) == 0   # too old to say anything
+    assert not corr.add(-1.0, 0.1, now=31.0) and not corr.add(float("nan"), 0.1, now=31.0)
+    assert not corr.add(0.1, 0.0, now=31.0)                     # a candidate the profile timed at 0
+    corr.add(1e3, 0.001, now=32.0)
+    assert corr.factor(now=32.0) == 20.0                        # bounded
+    corr.add(1e-6, 0.1, now=33.0)
+    corr.add(1e-6, 0.1, now=33.0)
+    assert corr.factor(now=33.0) == 0.5
+
+
+def test_measured_onboard_times_price_in_the_robots_current_load():
+    """At 1 Mbit/s the profile says local 100 ms, bottleneck 95 ms: inside the hysteresis, the robot
+    stays local. The encoder then measures local at 200 ms (the CPU is loaded): every onboard part
+    is priced 2x, the bottleneck's 10 ms onboard hardly matters and it wins; measured there at 2x
+    its profile too, the factor holds and the robot does not flap back."""
+    cost = CostModel(PROFILE, camera_rate=5)
+    sel = ModeSelector(["local", "split", "bottleneck"], min_dwell_s=0.0)
+    corr = OnboardTimeCorrection()
+    assert sel.update(cost.predict(1e6, 0.002, onboard_factor=corr.factor(0.0)), 0.0, now=0.0).candidate == "local"
+    for t in range(5):
+        corr.add(0.2, cost.profiled_onboard_s("local"), now=1.0 + t * 0.2)
+    predictions = cost.predict(1e6, 0.002, onboard_factor=corr.factor(2.0))
+    assert predictions["local"].latency_s == pytest.approx(0.2)
+    assert predictions["bottleneck"].latency_s == pytest.approx(0.020 + 3000 * 8 / 1e6 + 0.001 + 0.060)
+    d = sel.update(predictions, 0.0, now=2.0)
+    assert d.changed and d.candidate == "bottleneck" and "predicted" in d.reason
+    for t in range(9):
+        corr.add(0.020, cost.profiled_onboard_s("bottleneck"), now=2.5 + t * 0.2)
+    assert corr.factor(5.0) == pytest.approx(2.0)
+    assert sel.update(cost.predict(1e6, 0.002, onboard_factor=corr.factor(5.0)), 0.0, now=5.0).candidate == "bottleneck"
+    # the emulated slowdown is part of what the profile predicts for this robot
+    assert CostModel(PROFILE, 5, onboard_scale=4).profiled_onboard_s("split@13") == pytest.approx(0.16)
+    assert cost.profiled_onboard_s("split@7") is None
 
 
 def test_profile_records_the_bottleneck_checkpoints_held_out_fidelity():

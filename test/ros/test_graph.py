@@ -11,7 +11,7 @@ from vision_msgs.msg import Classification
 
 from fsplit_ros.bottleneck import BottleneckConfig, FrankenSplitBottleneck, save_bottleneck
 from fsplit_ros.datasets.offline import labelled_imagenet_photos
-from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
+from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState, OnboardTiming
 from ros_harness import NodeProcess, RosProbe
 
 
@@ -46,7 +46,7 @@ def graph(tmp_path_factory, bottleneck_file):
                                          remaps={"image": "camera/image_raw"})
     probe = RosProbe()
     for topic, kind in [("classification", Classification), ("frame_feedback", FrameFeedback),
-                        ("compressed_feature", CompressedFeature)]:
+                        ("compressed_feature", CompressedFeature), ("onboard_timing", OnboardTiming)]:
         probe.subscribe(kind, topic)
     image_pub = probe.publisher(Image, "camera/image_raw")
     state_pub = probe.publisher(LinkState, "link_state")
@@ -98,6 +98,11 @@ def test_frames_in_results_out_with_camera_header(graph, local_top1, mode):
         fb = [f for f in probe.messages("frame_feedback") if base <= f.header.stamp.sec < base + 3]
         assert fb and all(f.ok for f in fb), [f.error for f in fb]
         assert {f.bytes for f in fb} <= {len(m.data) for m in sent}
+    # every computed frame's onboard time, named as the link monitor's profile names the candidate
+    timings = [t for t in probe.messages("onboard_timing") if base <= t.header.stamp.sec < base + 3]
+    assert timings and all(0.0 < t.compute_time < 30.0 for t in timings)
+    names = {f"split@{m.split_index}" if mode == "split" else mode for m in sent} if sent else {"local"}
+    assert {t.candidate for t in timings} == names, ({t.candidate for t in timings}, names)
     if mode in ("split", "image", "local"):   # the unchanged model: same answer as running it here
         for sec, msg in seen.items():
             assert msg.results[0].class_id == str(local_top1(photos[sec - base][0]))
