@@ -49,9 +49,11 @@ PARAMETERS = [
     Param("emulated_slowdown", 1.0, "Onboard times of the profile are multiplied by this (the "
           "encoder's emulated_slowdown).", read_only=True, low=1.0, high=100.0),
     Param("probe_max_fraction", 0.05, "Probe bytes <= this fraction of the measured rate.", low=0.0, high=0.5),
-    Param("measured_onboard_correction", True, "Scale the profile's onboard times by the median ratio of "
-          "the encoder's measured onboard times (onboard_timing, newest 9 frames within 10 s) to them, so "
-          "other load on the robot's CPU is priced in; false = trust the profile alone."),
+    Param("measured_onboard_correction", True, "Scale the profile's onboard times by the ratio of the "
+          "encoder's measured onboard times (onboard_timing) to them, so other load on the robot's CPU is "
+          "priced in: a candidate measured in the last 60 s by its own median ratio, the others by the "
+          "median over all candidates of the last 10 s (policy/onboard_correction.py); false = trust the "
+          "profile alone."),
 ]
 MISMATCH_BACKOFF_S = 10.0       # edge has other weights: retry offloading after this long
 REFUSED_BACKOFF_S = 30.0        # edge refuses a mode by configuration (e.g. allow_image_mode=false)
@@ -78,7 +80,7 @@ class LinkMonitorNode(Node):
         self.create_subscription(LinkProbe, "link_probe_echo", self.on_echo, PROBE_QOS)
         self.create_subscription(OnboardTiming, "onboard_timing", self.on_timing, 20)
         self.onboard = OnboardTimeCorrection()
-        self.onboard_factor = 1.0            # applied at the last update
+        self.onboard_factor = 1.0            # general factor at the last update (/diagnostics)
         self.logged_onboard_factor = 1.0     # said in the log (changes of > 25 % are)
         self.probe_seq = 0
         self.probe_budget = ProbeBudget(self.p["probe_max_fraction"])
@@ -166,7 +168,7 @@ class LinkMonitorNode(Node):
                                       f"have: ignored (encoder and link monitor configured for different models "
                                       f"or split points?)", throttle_duration_sec=10.0)
             return
-        self.onboard.add(timing.compute_time, profiled, time.time())
+        self.onboard.add(timing.candidate, timing.compute_time, profiled, time.time())
 
     def send_probe(self):
         """A tiny probe every period, then a padded one when the budget allows (policy/probing.py)."""
@@ -196,13 +198,15 @@ class LinkMonitorNode(Node):
     def update(self):
         now = time.time()
         rate, rtt = self.estimator.rate_bps, self.estimator.rtt_s
-        factor = self.onboard.factor(now) if self.p["measured_onboard_correction"] else 1.0
+        correct = self.p["measured_onboard_correction"]
+        factor = self.onboard.general_factor(now) if correct else 1.0
         if abs(factor - self.logged_onboard_factor) > 0.25 * self.logged_onboard_factor:
-            self.get_logger().info(f"robot computes {factor:.2f}x the profile's onboard times now "
-                                   f"(encoder's measurements of the last {self.onboard.samples(now)} frames)")
+            self.get_logger().info(f"robot computes {factor:.2f}x the profile's onboard times now (encoder's "
+                                   f"measurements of the last {self.onboard.recent_samples(now)} frames)")
             self.logged_onboard_factor = factor
         self.onboard_factor = factor
-        predictions = self.cost.predict(rate, rtt, onboard_factor=factor)
+        factors = self.onboard.factors(self.cost.candidates, now) if correct else None
+        predictions = self.cost.predict(rate, rtt, onboard_factors=factors)
         blocked = self.blocked_modes(now)
         previous = candidate_mode(self.selector.current)[0]
         decision = self.selector.update(predictions, self.estimator.since_last_reply(now), now, blocked)

@@ -2,8 +2,8 @@
 
     T(candidate) = T_onboard + bytes / rate + RTT/2 + T_offboard(batch)      (local: T_onboard only)
 
-T_onboard is the profiled time x the robot's emulated slowdown x the measured load factor
-(OnboardTimeCorrection: how much slower than profiled the robot computes now).
+T_onboard is the profiled time x the robot's emulated slowdown x the candidate's measured load
+factor (OnboardTimeCorrection: how much slower than profiled the robot computes it now).
 
 A candidate is *sustainable* when the link can carry its payloads at the camera rate
 (bytes * 8 * fps <= rate) and the robot can compute it at that rate (T_onboard * fps <= 1 s).
@@ -12,6 +12,7 @@ Its `fidelity` (agreement with the unmodified model) is passed on where the prof
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -37,11 +38,12 @@ class CostModel:
         return None if c is None else c["onboard_ms"] / 1e3 * self.onboard_scale
 
     def predict(self, rate_bps: float, rtt_s: float, batch: int = 1,
-                onboard_factor: float = 1.0) -> dict[str, Prediction]:
-        """onboard_factor: how much slower the robot computes now than profiled (OnboardTimeCorrection)."""
+                onboard_factors: Mapping[str, float] | None = None) -> dict[str, Prediction]:
+        """onboard_factors: per candidate, how much slower than profiled the robot computes it now
+        (OnboardTimeCorrection.factors); a candidate not in it is predicted as profiled."""
         out = {}
         for name, c in self.candidates.items():
-            onboard = self.profiled_onboard_s(name) * onboard_factor
+            onboard = self.profiled_onboard_s(name) * (onboard_factors or {}).get(name, 1.0)
             compute_ok = onboard * self.camera_rate <= 1.0
             if c["mode"] == "local":
                 out[name] = Prediction(onboard, compute_ok, 0.0)

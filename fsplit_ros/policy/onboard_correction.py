@@ -1,43 +1,68 @@
 """How much slower (or faster) the robot computes now than its profile says.
 
 The profile's onboard times are measured once, at start-up or on an idle machine. On a robot the
-same CPU also runs the camera driver, the recorder, SLAM...: under that load every candidate's
-onboard part takes longer, and a policy that trusts the profile keeps `local` where it has become
-the slowest choice. The encoder reports each frame's measured onboard time for the candidate it
-ran; the ratio to the profiled time (median of the newest samples) scales every candidate's onboard
-time. One factor for all candidates, because they share the CPU whose load changed: only the
-candidate that runs can be measured.
+same CPU also runs the camera driver, the recorder, SLAM...: under that load the onboard part of
+every candidate takes longer, and a policy that trusts the profile keeps `local` where it has
+become the slowest choice. The encoder reports each frame's measured onboard time for the
+candidate it ran, and the ratio to the profiled time corrects the predictions:
+
+- a candidate measured within `memory_s` keeps its own ratio (median of its newest samples). Load
+  does not slow every candidate alike: on this 2-core machine the graph's own load slowed the
+  convolutional `local` 2-2.5x and image mode's JPEG encoding 1.3x. With one shared factor the
+  monitor flapped between them every few seconds (each looked worse while it ran);
+- any other candidate takes the general ratio: the median of all recent samples (`recent_s`),
+  i.e. the best guess for how loaded the CPU is now; 1 when nothing recent was measured.
+
+After `memory_s` without running, a candidate falls back to the general ratio, so a load that has
+gone away is noticed: the monitor may try it again and measure it anew.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
+from collections.abc import Iterable
 
 
 class OnboardTimeCorrection:
-    def __init__(self, samples: int = 9, max_age_s: float = 10.0, low: float = 0.5, high: float = 20.0):
-        """samples: newest ratios the median is taken over; max_age_s: older ratios are forgotten
-        (the load they saw may be gone); [low, high]: bounds of the factor (a single absurd
-        timing must not make the robot look 1000x slower)."""
-        self.max_age_s = max_age_s
+    def __init__(self, samples: int = 9, recent_s: float = 10.0, memory_s: float = 60.0,
+                 low: float = 0.5, high: float = 20.0):
+        """samples: newest ratios a median is taken over; recent_s: age up to which a sample speaks
+        for the CPU's load now; memory_s: how long a candidate's own ratio is kept; [low, high]:
+        bounds of a factor (a single absurd timing must not make the robot look 1000x slower)."""
+        self.samples_kept = samples
+        self.recent_s, self.memory_s = recent_s, memory_s
         self.low, self.high = low, high
-        self._ratios: deque[tuple[float, float]] = deque(maxlen=samples)   # (time, measured / profiled)
+        self._all: deque[tuple[float, float]] = deque(maxlen=samples)           # (time, ratio)
+        self._own: dict[str, deque[tuple[float, float]]] = {}
 
-    def add(self, measured_s: float, profiled_s: float, now: float) -> bool:
+    def add(self, candidate: str, measured_s: float, profiled_s: float, now: float) -> bool:
         """One frame's measured onboard time against the profile's for the same candidate; returns
         False (and ignores it) for a timing that cannot be right (negative, not finite, or a
         candidate without a positive profiled time)."""
-        if not (profiled_s > 0.0 and 0.0 <= measured_s < 3600.0):
+        if not (profiled_s > 0.0 and math.isfinite(measured_s) and 0.0 <= measured_s < 3600.0):
             return False
-        self._ratios.append((now, measured_s / profiled_s))
+        sample = (now, measured_s / profiled_s)
+        self._all.append(sample)
+        self._own.setdefault(candidate, deque(maxlen=self.samples_kept)).append(sample)
         return True
 
-    def factor(self, now: float) -> float:
-        """Multiply profiled onboard times by this; 1 when no recent timing is known."""
-        recent = [ratio for t, ratio in self._ratios if now - t <= self.max_age_s]
-        if not recent:
-            return 1.0
-        return min(self.high, max(self.low, statistics.median(recent)))
+    def _median(self, samples: Iterable[tuple[float, float]], now: float, max_age_s: float) -> float | None:
+        ratios = [ratio for t, ratio in samples if now - t <= max_age_s]
+        return min(self.high, max(self.low, statistics.median(ratios))) if ratios else None
 
-    def samples(self, now: float) -> int:
-        return sum(1 for t, _ in self._ratios if now - t <= self.max_age_s)
+    def general_factor(self, now: float) -> float:
+        """How much slower than profiled the robot computes now, over every candidate measured recently."""
+        factor = self._median(self._all, now, self.recent_s)
+        return 1.0 if factor is None else factor
+
+    def factor(self, candidate: str, now: float) -> float:
+        """Multiply the candidate's profiled onboard time by this."""
+        own = self._median(self._own.get(candidate, ()), now, self.memory_s)
+        return self.general_factor(now) if own is None else own
+
+    def factors(self, candidates: Iterable[str], now: float) -> dict[str, float]:
+        return {name: self.factor(name, now) for name in candidates}
+
+    def recent_samples(self, now: float) -> int:
+        return sum(1 for t, _ in self._all if now - t <= self.recent_s)

@@ -74,23 +74,59 @@ def test_min_fidelity_keeps_a_lossy_bottleneck_out_and_can_be_lowered_again():
 
 
 def test_onboard_correction_is_a_robust_recent_ratio():
-    corr = OnboardTimeCorrection(samples=5, max_age_s=10.0, low=0.5, high=20.0)
-    assert corr.factor(now=0.0) == 1.0                         # nothing measured: trust the profile
+    corr = OnboardTimeCorrection(samples=5, recent_s=10.0, memory_s=60.0, low=0.5, high=20.0)
+    assert corr.factor("local", now=0.0) == 1.0 and corr.general_factor(0.0) == 1.0   # trust the profile
     for t, measured in enumerate([0.2, 0.21, 0.19, 5.0, 0.2]):  # one frame hit a 5 s hiccup
-        assert corr.add(measured, 0.1, now=float(t))
-    assert corr.factor(now=5.0) == pytest.approx(2.0)           # the median ignores it
-    assert corr.samples(now=5.0) == 5
+        assert corr.add("local", measured, 0.1, now=float(t))
+    assert corr.factor("local", now=5.0) == pytest.approx(2.0)  # the median ignores it
+    assert corr.factor("image", now=5.0) == pytest.approx(2.0)  # never measured: the general factor
+    assert corr.recent_samples(now=5.0) == 5
     for t in range(5, 10):                                      # the load is gone: the newest 5 decide
-        corr.add(0.1, 0.1, now=float(t))
-    assert corr.factor(now=10.0) == pytest.approx(1.0)
-    assert corr.factor(now=30.0) == 1.0 and corr.samples(now=30.0) == 0   # too old to say anything
-    assert not corr.add(-1.0, 0.1, now=31.0) and not corr.add(float("nan"), 0.1, now=31.0)
-    assert not corr.add(0.1, 0.0, now=31.0)                     # a candidate the profile timed at 0
-    corr.add(1e3, 0.001, now=32.0)
-    assert corr.factor(now=32.0) == 20.0                        # bounded
-    corr.add(1e-6, 0.1, now=33.0)
-    corr.add(1e-6, 0.1, now=33.0)
-    assert corr.factor(now=33.0) == 0.5
+        corr.add("local", 0.1, 0.1, now=float(t))
+    assert corr.factor("local", now=10.0) == pytest.approx(1.0)
+    assert corr.general_factor(now=30.0) == 1.0 and corr.recent_samples(now=30.0) == 0   # too old for "now"
+    assert not corr.add("local", -1.0, 0.1, now=31.0) and not corr.add("local", float("nan"), 0.1, now=31.0)
+    assert not corr.add("local", float("inf"), 0.1, now=31.0)
+    assert not corr.add("image", 0.1, 0.0, now=31.0)            # a candidate the profile timed at 0
+    corr.add("image", 1e3, 0.001, now=32.0)
+    assert corr.factor("image", now=32.0) == 20.0               # bounded
+    corr.add("split@7", 1e-6, 0.1, now=33.0)
+    assert corr.factor("split@7", now=33.0) == 0.5
+
+
+def test_each_candidate_keeps_its_own_measured_ratio_so_the_monitor_does_not_flap():
+    """Measured on this machine under the graph's own load: local (convolutions) 2-2.5x its profile,
+    image mode's JPEG encoding 1.3x. With one shared factor the monitor flapped local <-> image every
+    few seconds, each looking worse while it ran. Per candidate it settles; a candidate not run for
+    memory_s is re-tried at the general factor."""
+    profile = {"candidates": {"local": {**PROFILE["candidates"]["local"], "onboard_ms": 60.0},
+                              "image": PROFILE["candidates"]["image"]}}
+    cost = CostModel(profile, camera_rate=5)
+    at_3mbit = dict(rate_bps=3e6, rtt_s=0.002)   # profile: local 60 ms, image 1 + 67 + 1 + 30 = 99 ms
+    # local measured 2.4x (144 ms) -> image; image's own ratio 1.3 would price local at 78 ms again
+
+    def run(shared_factor: bool, seconds: float = 70.0) -> list[tuple[float, str]]:
+        sel = ModeSelector(["local", "image"], min_dwell_s=2.0)
+        corr = OnboardTimeCorrection(memory_s=60.0)
+        assert sel.update(cost.predict(**at_3mbit), 0.0, now=0.0).candidate == "local"
+        modes = []
+        for step in range(int(seconds * 10)):
+            t = step / 10
+            ratio = 2.4 if sel.current == "local" else 1.3
+            corr.add(sel.current, cost.profiled_onboard_s(sel.current) * ratio, cost.profiled_onboard_s(sel.current), t)
+            factors = ({n: corr.general_factor(t) for n in cost.candidates} if shared_factor
+                       else corr.factors(cost.candidates, t))
+            modes.append((t, sel.update(cost.predict(**at_3mbit, onboard_factors=factors), 0.0, now=t).candidate))
+        return modes
+
+    def switch_times(modes):
+        return [t for (_, a), (t, b) in zip(modes, modes[1:]) if a != b]
+
+    assert len(switch_times(run(shared_factor=True))) >= 10            # flaps every few seconds
+    own = run(shared_factor=False)
+    assert own[0][1] == "image" and switch_times(own)[:1] and switch_times(own)[0] > 59
+    # after memory_s local is re-tried at the general factor, measured again, and left again
+    assert len(switch_times(own)) == 2 and own[-1][1] == "image", switch_times(own)
 
 
 def test_measured_onboard_times_price_in_the_robots_current_load():
@@ -101,18 +137,20 @@ def test_measured_onboard_times_price_in_the_robots_current_load():
     cost = CostModel(PROFILE, camera_rate=5)
     sel = ModeSelector(["local", "split", "bottleneck"], min_dwell_s=0.0)
     corr = OnboardTimeCorrection()
-    assert sel.update(cost.predict(1e6, 0.002, onboard_factor=corr.factor(0.0)), 0.0, now=0.0).candidate == "local"
+    assert sel.update(cost.predict(1e6, 0.002, onboard_factors=corr.factors(cost.candidates, 0.0)), 0.0,
+                      now=0.0).candidate == "local"
     for t in range(5):
-        corr.add(0.2, cost.profiled_onboard_s("local"), now=1.0 + t * 0.2)
-    predictions = cost.predict(1e6, 0.002, onboard_factor=corr.factor(2.0))
+        corr.add("local", 0.2, cost.profiled_onboard_s("local"), now=1.0 + t * 0.2)
+    predictions = cost.predict(1e6, 0.002, onboard_factors=corr.factors(cost.candidates, 2.0))
     assert predictions["local"].latency_s == pytest.approx(0.2)
     assert predictions["bottleneck"].latency_s == pytest.approx(0.020 + 3000 * 8 / 1e6 + 0.001 + 0.060)
     d = sel.update(predictions, 0.0, now=2.0)
     assert d.changed and d.candidate == "bottleneck" and "predicted" in d.reason
     for t in range(9):
-        corr.add(0.020, cost.profiled_onboard_s("bottleneck"), now=2.5 + t * 0.2)
-    assert corr.factor(5.0) == pytest.approx(2.0)
-    assert sel.update(cost.predict(1e6, 0.002, onboard_factor=corr.factor(5.0)), 0.0, now=5.0).candidate == "bottleneck"
+        corr.add("bottleneck", 0.020, cost.profiled_onboard_s("bottleneck"), now=2.5 + t * 0.2)
+    factors = corr.factors(cost.candidates, 5.0)
+    assert factors["bottleneck"] == pytest.approx(2.0) and factors["local"] == pytest.approx(2.0)
+    assert sel.update(cost.predict(1e6, 0.002, onboard_factors=factors), 0.0, now=5.0).candidate == "bottleneck"
     # the emulated slowdown is part of what the profile predicts for this robot
     assert CostModel(PROFILE, 5, onboard_scale=4).profiled_onboard_s("split@13") == pytest.approx(0.16)
     assert cost.profiled_onboard_s("split@7") is None
