@@ -18,7 +18,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkProbe
-from fsplit_ros.nodes.messages import PROBE_QOS, RESULT_TOPICS, result_msg, wall_time_msg
+from fsplit_ros.nodes.messages import PROBE_QOS, RESULT_TOPICS, reception_time, result_msg, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.payload import Limits, PayloadError
@@ -83,13 +83,14 @@ class RobotLink:
                                  reliable_newest, raw=True)
         node.create_subscription(LinkProbe, f"{prefix}link_probe", self.echo, PROBE_QOS, raw=True)
 
-    def on_feature(self, raw: bytes):
+    def on_feature(self, raw: bytes, info: dict):
+        received = reception_time(info)
         limit = self.node.p["max_payload_bytes"] + MAX_METADATA_BYTES
         if len(raw) > limit:
             self.node.reject_unread(self, len(raw), "oversized", f"message of {len(raw)} bytes exceeds "
                                     f"max_payload_bytes={self.node.p['max_payload_bytes']} (+ metadata)")
             return
-        self.node.enqueue(self, deserialize_message(raw, CompressedFeature))
+        self.node.enqueue(self, deserialize_message(raw, CompressedFeature), received)
 
     def echo(self, raw: bytes):
         """Answer a probe at once; the padding only measures the uplink, so it is not sent back
@@ -158,9 +159,10 @@ class DecoderNode(Node):
             self.get_logger().warning(f"ignoring a {size}-byte link probe from {robot.name} (more than "
                                       f"{MAX_PROBE_BYTES} bytes: not from an fsplit link monitor)")
 
-    def enqueue(self, robot: RobotLink, msg: CompressedFeature):
+    def enqueue(self, robot: RobotLink, msg: CompressedFeature, received: float):
+        """received: when DDS delivered it (the robot's link monitor times the transfer up to it)."""
         with self._cv:
-            robot.queue.append((time.time(), msg))
+            robot.queue.append((received, msg))
             self._cv.notify()
 
     def _take_batch(self) -> list:

@@ -19,7 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
 from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState, OnboardTiming
-from fsplit_ros.nodes.messages import PROBE_QOS, time_to_float, wall_time_msg
+from fsplit_ros.nodes.messages import PROBE_QOS, reception_time, time_to_float, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.policy import (CostModel, LinkEstimator, ModeSelector, OnboardTimeCorrection, ProbeBudget,
                                candidate_mode)
@@ -129,8 +129,8 @@ class LinkMonitorNode(Node):
         self.cost.camera_rate = self.p["camera_rate"]
         return SetParametersResult(successful=True)
 
-    def on_feedback(self, fb: FrameFeedback):
-        now = time.time()
+    def on_feedback(self, fb: FrameFeedback, info: dict):
+        now = reception_time(info)
         if not fb.ok:
             self.rejections += 1
             error = fb.error[:300]               # the edge's text: never log an unbounded string
@@ -183,8 +183,8 @@ class LinkMonitorNode(Node):
             self.probe_pub.publish(LinkProbe(seq=self.probe_seq, sent_stamp=wall_time_msg(now),
                                              padding=bytes(padding)))
 
-    def on_echo(self, probe: LinkProbe):
-        now = time.time()
+    def on_echo(self, probe: LinkProbe, info: dict):
+        now = reception_time(info)
         elapsed = now - time_to_float(probe.sent_stamp)
         if probe.seq not in self.padded or not 0.0 <= elapsed <= self.p["link_timeout_s"]:
             return   # unknown, stale, or not our probe (sent in our future)

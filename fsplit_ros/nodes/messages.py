@@ -52,5 +52,18 @@ def wall_time_msg(t: float | None = None) -> Time:
     return Time(sec=sec, nanosec=int((t - sec) * 1e9))
 
 
+def reception_time(info, now: float | None = None) -> float:
+    """When DDS received a message (rclpy MessageInfo's received_timestamp, wall clock), else now.
+
+    Link timing must not count the time a message waited for its callback: on a busy CPU that
+    wait (tens of ms with the detector's tail on 2 shared cores) read as transfer time and made a
+    20 Mbit/s link look like 3 Mbit/s. An RMW that leaves the stamp unset, or a stamp from a
+    clock that disagrees with ours, falls back to the callback's time."""
+    now = time.time() if now is None else now
+    stamp = (info or {}).get("received_timestamp") or 0
+    received = stamp * 1e-9
+    return received if now - 5.0 <= received <= now + 0.001 else now
+
+
 def time_to_float(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9

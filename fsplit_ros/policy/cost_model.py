@@ -6,7 +6,10 @@ T_onboard is the profiled time x the robot's emulated slowdown x the candidate's
 factor (OnboardTimeCorrection: how much slower than profiled the robot computes it now).
 
 A candidate is *sustainable* when the link can carry its payloads at the camera rate
-(bytes * 8 * fps <= rate) and the robot can compute it at that rate (T_onboard * fps <= 1 s).
+(bytes * 8 * fps <= rate) and the robot can compute it at that rate (T_onboard * fps <= 1 s) or
+at least as fast as `local`, the fallback that is always allowed (a robot too slow for the camera
+must still be able to offload: NanoDet's 42 ms head x 4 missed 10 fps, so `local`, 3x slower
+again, was all that was left at 1 Mbit/s).
 Its `fidelity` (agreement with the unmodified model) is passed on where the profile records one
 (the learned bottleneck); lossless or near-lossless candidates have none.
 """
@@ -41,10 +44,13 @@ class CostModel:
                 onboard_factors: Mapping[str, float] | None = None) -> dict[str, Prediction]:
         """onboard_factors: per candidate, how much slower than profiled the robot computes it now
         (OnboardTimeCorrection.factors); a candidate not in it is predicted as profiled."""
+        factors = onboard_factors or {}
+        onboard_s = {name: self.profiled_onboard_s(name) * factors.get(name, 1.0) for name in self.candidates}
+        local_s = min((onboard_s[n] for n, c in self.candidates.items() if c["mode"] == "local"), default=0.0)
         out = {}
         for name, c in self.candidates.items():
-            onboard = self.profiled_onboard_s(name) * (onboard_factors or {}).get(name, 1.0)
-            compute_ok = onboard * self.camera_rate <= 1.0
+            onboard = onboard_s[name]
+            compute_ok = onboard * self.camera_rate <= 1.0 or (c["mode"] != "local" and onboard <= local_s)
             if c["mode"] == "local":
                 out[name] = Prediction(onboard, compute_ok, 0.0)
                 continue

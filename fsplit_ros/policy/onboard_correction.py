@@ -10,8 +10,11 @@ candidate it ran, and the ratio to the profiled time corrects the predictions:
   does not slow every candidate alike: on this 2-core machine the graph's own load slowed the
   convolutional `local` 2-2.5x and image mode's JPEG encoding 1.3x. With one shared factor the
   monitor flapped between them every few seconds (each looked worse while it ran);
-- any other candidate takes the general ratio: the median of all recent samples (`recent_s`),
-  i.e. the best guess for how loaded the CPU is now; 1 when nothing recent was measured.
+- any other candidate takes the general ratio: the median of all recent samples (`recent_s`) of
+  candidates profiled at `min_informative_s` or more, i.e. the best guess for how loaded the CPU is
+  now; 1 when nothing recent was measured. A timing of a few milliseconds (image mode's JPEG)
+  says more about Python and the scheduler than about the load: its ratio swung 0.7-3.8 from one
+  second to the next in the detector demo.
 
 After `memory_s` without running, a candidate falls back to the general ratio, so a load that has
 gone away is noticed: the monitor may try it again and measure it anew.
@@ -26,13 +29,16 @@ from collections.abc import Iterable
 
 class OnboardTimeCorrection:
     def __init__(self, samples: int = 9, recent_s: float = 10.0, memory_s: float = 60.0,
-                 low: float = 0.5, high: float = 20.0):
+                 low: float = 0.5, high: float = 20.0, min_informative_s: float = 0.010):
         """samples: newest ratios a median is taken over; recent_s: age up to which a sample speaks
         for the CPU's load now; memory_s: how long a candidate's own ratio is kept; [low, high]:
-        bounds of a factor (a single absurd timing must not make the robot look 1000x slower)."""
+        bounds of a factor (a single absurd timing must not make the robot look 1000x slower);
+        min_informative_s: candidates profiled faster than this keep their own ratio but do not
+        speak for the others."""
         self.samples_kept = samples
         self.recent_s, self.memory_s = recent_s, memory_s
         self.low, self.high = low, high
+        self.min_informative_s = min_informative_s
         self._all: deque[tuple[float, float]] = deque(maxlen=samples)           # (time, ratio)
         self._own: dict[str, deque[tuple[float, float]]] = {}
 
@@ -43,7 +49,8 @@ class OnboardTimeCorrection:
         if not (profiled_s > 0.0 and math.isfinite(measured_s) and 0.0 <= measured_s < 3600.0):
             return False
         sample = (now, measured_s / profiled_s)
-        self._all.append(sample)
+        if profiled_s >= self.min_informative_s:
+            self._all.append(sample)
         self._own.setdefault(candidate, deque(maxlen=self.samples_kept)).append(sample)
         return True
 

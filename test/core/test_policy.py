@@ -22,6 +22,12 @@ def test_cost_model_formula_and_sustainability():
     assert cost.predict(1e6, 0.02, batch=8)["bottleneck"].latency_s < p["bottleneck"].latency_s
     slow = CostModel(PROFILE, camera_rate=10, onboard_scale=4).predict(1e6, 0.02)
     assert slow["local"].latency_s == pytest.approx(0.4) and not slow["local"].sustainable
+    # a robot too slow for the camera may still offload what it computes at least as fast as local:
+    # split@13 (160 ms) and split@19 (360 ms) miss 10 fps but beat local's 400 ms
+    assert slow["split@13"].sustainable and slow["split@19"].sustainable
+    slower = CostModel(PROFILE, camera_rate=10, onboard_scale=4).predict(
+        1e6, 0.02, onboard_factors={"split@19": 1.2})              # 432 ms measured: slower than local
+    assert not slower["split@19"].sustainable and slower["split@13"].sustainable
 
 
 def test_selector_follows_rate_with_hysteresis_and_dwell():
@@ -90,6 +96,7 @@ def test_onboard_correction_is_a_robust_recent_ratio():
     assert not corr.add("image", 0.1, 0.0, now=31.0)            # a candidate the profile timed at 0
     corr.add("image", 1e3, 0.001, now=32.0)
     assert corr.factor("image", now=32.0) == 20.0               # bounded
+    assert corr.general_factor(now=32.0) == 1.0                 # a 1 ms candidate's timing is its own only
     corr.add("split@7", 1e-6, 0.1, now=33.0)
     assert corr.factor("split@7", now=33.0) == 0.5
 
@@ -122,10 +129,11 @@ def test_each_candidate_keeps_its_own_measured_ratio_so_the_monitor_does_not_fla
     def switch_times(modes):
         return [t for (_, a), (t, b) in zip(modes, modes[1:]) if a != b]
 
-    assert len(switch_times(run(shared_factor=True))) >= 10            # flaps every few seconds
+    assert len(switch_times(run(shared_factor=True))) >= 8             # flaps: 10 switches in 70 s
     own = run(shared_factor=False)
     assert own[0][1] == "image" and switch_times(own)[:1] and switch_times(own)[0] > 59
-    # after memory_s local is re-tried at the general factor, measured again, and left again
+    # after memory_s local is re-tried at the general factor (1: image's 1 ms JPEG timing does not speak
+    # for the CPU), measured again, and left again
     assert len(switch_times(own)) == 2 and own[-1][1] == "image", switch_times(own)
 
 

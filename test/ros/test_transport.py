@@ -99,3 +99,37 @@ def test_camera_sized_best_effort_frames_arrive(tmp_path):
     assert len(got) >= 20, f"only {len(got)} of ~30 camera frames arrived"
     # loaded once, cleanly: with FASTRTPS_DEFAULT_PROFILES_FILE set as well Kilted parsed it twice
     assert "XMLPARSER" not in log and "PROFILES_FILE" not in log, log
+
+
+def test_link_timing_uses_when_dds_received_a_message_not_when_its_callback_ran(echo_graph):
+    """The decoder and the link monitor time the link with reception_time(): on a busy CPU a
+    message waits for its callback, and that wait once read as transfer time (a 20 Mbit/s link
+    measured at 3 Mbit/s in the detector demo). Here the probe's callback sleeps 0.2 s, so the
+    second and third payloads wait; their DDS reception times must still be those of arrival."""
+    from fsplit_ros.nodes.messages import reception_time
+    probe, peer = echo_graph
+    seen = []
+
+    def slow_callback(msg, info):
+        seen.append((msg.seq, reception_time(info), time.time()))
+        time.sleep(0.2)
+    probe.node.create_subscription(CompressedFeature, "echo/feature", slow_callback, 10)
+    feature_pub = probe.publisher(CompressedFeature, "in/feature")
+    assert probe.wait_for_subscribers(feature_pub), f"echo peer never subscribed; its log:\n{peer.log()}"
+    time.sleep(1.0)                                     # the echo's publisher matched our subscription
+    sent = time.time()
+    for seq in (1, 2, 3):
+        feature_pub.publish(CompressedFeature(seq=seq, data=bytes(20_000)))
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [s for s, _, _ in seen] == [1, 2, 3], seen
+    for seq, received, called in seen:
+        assert sent <= received <= sent + 0.25, (seq, received - sent)      # arrival, via the echo peer
+    assert seen[2][2] - seen[2][1] >= 0.3                # the third waited for two slow callbacks
+
+    now = time.time()
+    assert reception_time({}, now) == now and reception_time(None, now) == now
+    assert reception_time({"received_timestamp": 0}, now) == now                      # RMW left it unset
+    assert reception_time({"received_timestamp": int((now - 60) * 1e9)}, now) == now  # another clock
+    assert reception_time({"received_timestamp": int((now - 0.5) * 1e9)}, now) == pytest.approx(now - 0.5)
