@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import rclpy
@@ -80,6 +81,15 @@ class NodeProcess:
         return self.proc.returncode
 
 
+def wait_for_subscribers(publisher, count: int = 1, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if publisher.get_subscription_count() >= count:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _param_literal(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -132,15 +142,54 @@ class RosProbe:
         return self.messages(topic)
 
     def wait_for_subscribers(self, publisher, count: int = 1, timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if publisher.get_subscription_count() >= count:
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_for_subscribers(publisher, count, timeout)
 
     def close(self):
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
         self._thread.join(timeout=2)
+
+
+@contextmanager
+def encoder_decoder_graph(log_dir: Path, params: dict, results: tuple[str, type]):
+    """The package's encoder and decoder as separate processes (same `params`; the encoder starts in
+    split mode and reads camera/image_raw), and a probe that publishes camera frames and link_state
+    commands and records `results` (topic, type), payloads, edge feedback and onboard timings.
+    Yields (probe, image_pub, state_pub, encoder, decoder)."""
+    from sensor_msgs.msg import Image
+    from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState, OnboardTiming
+    decoder = NodeProcess.ros_executable("decoder_node", log_dir, params=params)
+    encoder = NodeProcess.ros_executable("encoder_node", log_dir, params={**params, "mode": "split"},
+                                         remaps={"image": "camera/image_raw"})
+    probe = RosProbe()
+    for topic, kind in [results, ("frame_feedback", FrameFeedback), ("compressed_feature", CompressedFeature),
+                        ("onboard_timing", OnboardTiming)]:
+        probe.subscribe(kind, topic)
+    try:
+        yield (probe, probe.publisher(Image, "camera/image_raw"), probe.publisher(LinkState, "link_state"),
+               encoder, decoder)
+    finally:
+        probe.close()
+        for proc in (encoder, decoder):
+            proc.stop()
+
+
+def bgr_image_msg(bgr, sec: int, nanosec: int, frame_id: str = "camera_optical"):
+    """A bgr8 sensor_msgs/Image of an OpenCV frame, stamped sec.nanosec."""
+    from sensor_msgs.msg import Image
+    msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", step=bgr.shape[1] * 3,
+                data=bgr.tobytes())
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+    return msg
+
+
+def command_mode(state_pub, mode: str, settle_s: float = 0.5):
+    """Command the encoder's mode the way the link monitor does, and give it time to take it before
+    frames follow: link_state and camera frames are different topics, so a frame published right
+    after the command may be encoded in the previous mode."""
+    from fsplit_ros.msg import LinkState
+    assert wait_for_subscribers(state_pub, timeout=60), "the encoder never subscribed to link_state"
+    state_pub.publish(LinkState(mode=mode, reason="test"))
+    time.sleep(settle_s)

@@ -9,12 +9,13 @@ import time
 
 import cv2
 import pytest
-from sensor_msgs.msg import Image
+import torch
+from torchvision.ops import box_iou
 from vision_msgs.msg import Detection2DArray
 
 from fsplit_ros.detection import assets
-from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
-from ros_harness import NodeProcess, RosProbe
+from fsplit_ros.msg import LinkState
+from ros_harness import bgr_image_msg, command_mode, encoder_decoder_graph
 
 MODES = ["local", "split", "image", "bottleneck"]
 CONFIDENT = 0.5          # reference detections the lossy modes must find again
@@ -63,29 +64,9 @@ def frames_and_reference():
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory, frames_and_reference):
-    logs = tmp_path_factory.mktemp("logs")
     common = {"backbone": "nanodet", "num_threads": 1}   # bottleneck_checkpoint: the shipped default
-    decoder = NodeProcess.ros_executable("decoder_node", logs, params=common)
-    encoder = NodeProcess.ros_executable("encoder_node", logs, params={**common, "mode": "split"},
-                                         remaps={"image": "camera/image_raw"})
-    probe = RosProbe()
-    for topic, kind in [("detections", Detection2DArray), ("frame_feedback", FrameFeedback),
-                        ("compressed_feature", CompressedFeature)]:
-        probe.subscribe(kind, topic)
-    image_pub = probe.publisher(Image, "camera/image_raw")
-    state_pub = probe.publisher(LinkState, "link_state")
-    yield probe, image_pub, state_pub, encoder, decoder
-    probe.close()
-    for proc in (encoder, decoder):
-        proc.stop()
-
-
-def _image_msg(bgr, sec):
-    msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", step=bgr.shape[1] * 3,
-                data=bgr.tobytes())
-    msg.header.frame_id = "camera_optical"
-    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, 700
-    return msg
+    with encoder_decoder_graph(tmp_path_factory.mktemp("logs"), common, ("detections", Detection2DArray)) as g:
+        yield g
 
 
 def _boxes(msg: Detection2DArray):
@@ -99,18 +80,15 @@ def _boxes(msg: Detection2DArray):
     return out
 
 
-def _iou(a, b):
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+def _iou(a, b) -> float:
+    return float(box_iou(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0, 0])
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_detections_of_real_photos_in_every_mode(graph, frames_and_reference, mode):
     probe, image_pub, state_pub, encoder, decoder = graph
     assert probe.wait_for_subscribers(image_pub, timeout=60), f"encoder not up:\n{encoder.log()}"
+    command_mode(state_pub, mode)
     base = 1000 * (MODES.index(mode) + 1)
     seen = {}
     deadline = time.monotonic() + 120
@@ -118,7 +96,7 @@ def test_detections_of_real_photos_in_every_mode(graph, frames_and_reference, mo
     while len(seen) < len(frames_and_reference) and time.monotonic() < deadline:
         state_pub.publish(LinkState(mode=mode, reason="test"))   # as the link monitor commands it
         k = i % len(frames_and_reference)
-        image_pub.publish(_image_msg(frames_and_reference[k][1], base + k))
+        image_pub.publish(bgr_image_msg(frames_and_reference[k][1], base + k, 700))
         i += 1
         time.sleep(0.5)
         for msg in probe.messages("detections"):

@@ -6,13 +6,12 @@ import time
 import cv2
 import pytest
 import torch
-from sensor_msgs.msg import Image
 from vision_msgs.msg import Classification
 
 from fsplit_ros.bottleneck import BottleneckConfig, FrankenSplitBottleneck, save_bottleneck
 from fsplit_ros.datasets.offline import labelled_imagenet_photos
-from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState, OnboardTiming
-from ros_harness import NodeProcess, RosProbe
+from fsplit_ros.msg import LinkState
+from ros_harness import bgr_image_msg, command_mode, encoder_decoder_graph
 
 
 @pytest.fixture(scope="module")
@@ -39,36 +38,20 @@ def local_top1():
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory, bottleneck_file):
-    logs = tmp_path_factory.mktemp("logs")
     common = {"backbone": "efficientnet_lite0", "bottleneck_checkpoint": bottleneck_file, "num_threads": 1}
-    decoder = NodeProcess.ros_executable("decoder_node", logs, params=common)
-    encoder = NodeProcess.ros_executable("encoder_node", logs, params={**common, "mode": "split"},
-                                         remaps={"image": "camera/image_raw"})
-    probe = RosProbe()
-    for topic, kind in [("classification", Classification), ("frame_feedback", FrameFeedback),
-                        ("compressed_feature", CompressedFeature), ("onboard_timing", OnboardTiming)]:
-        probe.subscribe(kind, topic)
-    image_pub = probe.publisher(Image, "camera/image_raw")
-    state_pub = probe.publisher(LinkState, "link_state")
-    yield probe, image_pub, state_pub, encoder, decoder
-    probe.close()
-    for proc in (encoder, decoder):
-        proc.stop()
+    with encoder_decoder_graph(tmp_path_factory.mktemp("logs"), common, ("classification", Classification)) as g:
+        yield g
 
 
 def _photo_msg(path, sec):
-    bgr = cv2.imread(str(path))
-    msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", step=bgr.shape[1] * 3,
-                data=bgr.tobytes())
-    msg.header.frame_id = "camera_optical"
-    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, 500
-    return msg
+    return bgr_image_msg(cv2.imread(str(path)), sec, 500)
 
 
 @pytest.mark.parametrize("mode", ["split", "bottleneck", "image", "local"])
 def test_frames_in_results_out_with_camera_header(graph, local_top1, mode):
     probe, image_pub, state_pub, encoder, decoder = graph
     assert probe.wait_for_subscribers(image_pub, timeout=60), f"encoder not up:\n{encoder.log()}"
+    command_mode(state_pub, mode)
     # Command the mode the way the link monitor does, until the encoder obeys.
     photos = labelled_imagenet_photos()[:3]
     base = 1000 * (["split", "bottleneck", "image", "local"].index(mode) + 1)
