@@ -38,9 +38,9 @@ def main():
     configs = {
         "as profiled": base,
         f"{args.load_factor:g}x slower, correction off": replace(
-            base, extra_encoder=loaded, extra_link_monitor={"measured_onboard_correction": False}),
+            base, extra_encoder=loaded, extra_link_monitor={"measured_time_correction": False}),
         f"{args.load_factor:g}x slower, correction on": replace(
-            base, extra_encoder=loaded, extra_link_monitor={"measured_onboard_correction": True}),
+            base, extra_encoder=loaded, extra_link_monitor={"measured_time_correction": True}),
     }
     trace = [(0.0, args.rate)]
     runs = {name: run_trace(cfg, trace, args.duration, f"load{i}") for i, (name, cfg) in enumerate(configs.items())}

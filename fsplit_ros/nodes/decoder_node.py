@@ -226,7 +226,7 @@ class DecoderNode(Node):
         return FrameFeedback(header=msg.header, seq=msg.seq, source=robot.name, bytes=len(msg.data),
                              sent_stamp=msg.publish_stamp, received_stamp=wall_time_msg(received),
                              finished_stamp=finished, edge_time=edge_time, batch_size=batch_size,
-                             ok=ok, error=error[:500])
+                             mode=msg.mode[:16], split_index=msg.split_index, ok=ok, error=error[:500])
 
     def destroy_node(self):
         with self._cv:

@@ -29,7 +29,7 @@ from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.codecs import TENSOR_CODECS, IMAGE_FORMATS
 from fsplit_ros.runtime import IMAGE_RESOLUTIONS, MODES, Deployment, OnboardEncoder
 from fsplit_ros.nodes.runner import run_node
-from fsplit_ros.policy import InFlightWindow
+from fsplit_ros.policy import InFlightWindow, candidate_name
 
 PARAMETERS = [
     Param("backbone", "efficientnet_lite0", "Model name (fsplit name or timm name); must match the edge.",
@@ -194,7 +194,7 @@ class EncoderNode(Node):
             return
         split = self.commanded_split if mode == "split" else None
         header, payload = self.encoder.encode_frame(frame, mode, split)
-        self._publish_timing(msg.header, f"split@{header.split_index}" if mode == "split" else mode, prepared)
+        self._publish_timing(msg.header, candidate_name(mode, header.split_index), prepared)
         self.seq += 1
         out = CompressedFeature(
             header=msg.header, seq=self.seq, mode=mode, model_name=self.deployment.name,

@@ -6,8 +6,9 @@
 Rate and RTT come from feedback on real payloads plus light probes (padded probes only when little
 payload traffic flows, capped at probe_max_fraction of the measured rate). Every update predicts
 T = T_onboard + bytes/rate + RTT/2 + T_offboard per candidate from the profile and picks one with
-hysteresis and a minimum dwell time (fsplit_ros.policy). T_onboard is the profile's, scaled by how
-much slower than profiled the encoder measures the robot now (OnboardTimeCorrection).
+hysteresis and a minimum dwell time (fsplit_ros.policy). T_onboard and T_offboard are the profile's,
+scaled by how much slower than profiled the encoder measures the robot now (onboard_timing) and
+the edge reports itself (FrameFeedback.edge_time): MeasuredTimeCorrection.
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from rclpy.node import Node
 from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState, OnboardTiming
 from fsplit_ros.nodes.messages import PROBE_QOS, reception_time, time_to_float, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
-from fsplit_ros.policy import (CostModel, LinkEstimator, ModeSelector, OnboardTimeCorrection, ProbeBudget,
-                               candidate_mode)
+from fsplit_ros.policy import (CostModel, LinkEstimator, MeasuredTimeCorrection, ModeSelector, ProbeBudget,
+                               candidate_mode, candidate_name)
 from fsplit_ros.runtime import MODES
 from fsplit_ros.nodes.runner import run_node
 
@@ -49,11 +50,11 @@ PARAMETERS = [
     Param("emulated_slowdown", 1.0, "Onboard times of the profile are multiplied by this (the "
           "encoder's emulated_slowdown).", read_only=True, low=1.0, high=100.0),
     Param("probe_max_fraction", 0.05, "Probe bytes <= this fraction of the measured rate.", low=0.0, high=0.5),
-    Param("measured_onboard_correction", True, "Scale the profile's onboard times by the ratio of the "
-          "encoder's measured onboard times (onboard_timing) to them, so other load on the robot's CPU is "
-          "priced in: a candidate measured in the last 60 s by its own median ratio, the others by the "
-          "median over all candidates of the last 10 s (policy/onboard_correction.py); false = trust the "
-          "profile alone."),
+    Param("measured_time_correction", True, "Scale the profile's onboard and edge times by the ratio of "
+          "the times measured now (the encoder's onboard_timing, the edge's FrameFeedback.edge_time) to them, "
+          "so load on the robot's CPU or a busy edge is priced in: a candidate measured in the last 60 s by "
+          "its own median ratio, the others by the median over all candidates of the last 10 s "
+          "(policy/time_correction.py); false = trust the profile alone."),
 ]
 MISMATCH_BACKOFF_S = 10.0       # edge has other weights: retry offloading after this long
 REFUSED_BACKOFF_S = 30.0        # edge refuses a mode by configuration (e.g. allow_image_mode=false)
@@ -79,9 +80,9 @@ class LinkMonitorNode(Node):
         self.create_subscription(FrameFeedback, "frame_feedback", self.on_feedback, 50)
         self.create_subscription(LinkProbe, "link_probe_echo", self.on_echo, PROBE_QOS)
         self.create_subscription(OnboardTiming, "onboard_timing", self.on_timing, 20)
-        self.onboard = OnboardTimeCorrection()
-        self.onboard_factor = 1.0            # general factor at the last update (/diagnostics)
-        self.logged_onboard_factor = 1.0     # said in the log (changes of > 25 % are)
+        self.onboard, self.offboard = MeasuredTimeCorrection(), MeasuredTimeCorrection()
+        self.factors = {"robot": 1.0, "edge": 1.0}          # general factors at the last update (/diagnostics)
+        self.logged_factors = {"robot": 1.0, "edge": 1.0}   # said in the log (changes of > 25 % are)
         self.probe_seq = 0
         self.probe_budget = ProbeBudget(self.p["probe_max_fraction"])
         self.padded: dict[int, int] = {}
@@ -158,6 +159,11 @@ class LinkMonitorNode(Node):
             return   # not a payload this robot sent (its publish time is in our future)
         residence = time_to_float(fb.finished_stamp) - time_to_float(fb.received_stamp)
         self.estimator.add_feedback(fb.bytes, time_to_float(fb.sent_stamp), now, residence)
+        if fb.mode and fb.batch_size > 0:
+            name = candidate_name(fb.mode, fb.split_index)
+            profiled = self.cost.profiled_offboard_s(name, fb.batch_size)
+            if profiled is not None:     # a candidate the profile lacks: on_timing says so for the robot
+                self.offboard.add(name, fb.edge_time / fb.batch_size, profiled, now)
         if self.estimator.measures_rate(fb.bytes):   # small payloads leave the measuring to probes
             self.last_payload_feedback = now
 
@@ -198,15 +204,8 @@ class LinkMonitorNode(Node):
     def update(self):
         now = time.time()
         rate, rtt = self.estimator.rate_bps, self.estimator.rtt_s
-        correct = self.p["measured_onboard_correction"]
-        factor = self.onboard.general_factor(now) if correct else 1.0
-        if abs(factor - self.logged_onboard_factor) > 0.25 * self.logged_onboard_factor:
-            self.get_logger().info(f"robot computes {factor:.2f}x the profile's onboard times now (encoder's "
-                                   f"measurements of the last {self.onboard.recent_samples(now)} frames)")
-            self.logged_onboard_factor = factor
-        self.onboard_factor = factor
-        factors = self.onboard.factors(self.cost.candidates, now) if correct else None
-        predictions = self.cost.predict(rate, rtt, onboard_factors=factors)
+        onboard, offboard = self._measured_factors(now)
+        predictions = self.cost.predict(rate, rtt, onboard_factors=onboard, offboard_factors=offboard)
         blocked = self.blocked_modes(now)
         previous = candidate_mode(self.selector.current)[0]
         decision = self.selector.update(predictions, self.estimator.since_last_reply(now), now, blocked)
@@ -226,6 +225,21 @@ class LinkMonitorNode(Node):
         state.header.stamp = self.get_clock().now().to_msg()
         self.state_pub.publish(state)
         self.last_state = state
+
+    def _measured_factors(self, now: float):
+        """Per-candidate onboard and edge factors (None: the profile alone); logs changes of the
+        general ones."""
+        if not self.p["measured_time_correction"]:
+            self.factors = {"robot": 1.0, "edge": 1.0}
+            return None, None
+        for side, correction in (("robot", self.onboard), ("edge", self.offboard)):
+            factor = self.factors[side] = correction.general_factor(now)
+            if abs(factor - self.logged_factors[side]) > 0.25 * self.logged_factors[side]:
+                self.get_logger().info(f"{side} computes {factor:.2f}x the profile's times now (measured "
+                                       f"on the last {correction.recent_samples(now)} frames)")
+                self.logged_factors[side] = factor
+        names = self.cost.candidates
+        return self.onboard.factors(names, now), self.offboard.factors(names, now)
 
     def selector_reason(self) -> str:
         return f"keep {self.selector.current}"
@@ -254,7 +268,8 @@ class LinkMonitorNode(Node):
         status.values = [KeyValue(key="rate_mbps", value=f"{s.rate_bps / 1e6:.3f}"),
                          KeyValue(key="rtt_ms", value=f"{s.rtt * 1e3:.1f}"),
                          KeyValue(key="mode", value=s.mode), KeyValue(key="split_index", value=str(s.split_index)),
-                         KeyValue(key="onboard_factor", value=f"{self.onboard_factor:.2f}"),
+                         KeyValue(key="onboard_factor", value=f"{self.factors['robot']:.2f}"),
+                         KeyValue(key="edge_factor", value=f"{self.factors['edge']:.2f}"),
                          KeyValue(key="edge_rejections", value=str(self.rejections)),
                          KeyValue(key="edge_rejections_by_kind", value=by_kind),
                          KeyValue(key="last_edge_error", value=self.last_rejection),

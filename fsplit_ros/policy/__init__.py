@@ -2,8 +2,9 @@
 from fsplit_ros.policy.cost_model import CostModel, Prediction
 from fsplit_ros.policy.flow_control import InFlightWindow
 from fsplit_ros.policy.link_estimator import LinkEstimator
-from fsplit_ros.policy.onboard_correction import OnboardTimeCorrection
 from fsplit_ros.policy.probing import ProbeBudget
-from fsplit_ros.policy.selector import Decision, ModeSelector, candidate_mode
+from fsplit_ros.policy.time_correction import MeasuredTimeCorrection
+from fsplit_ros.policy.selector import Decision, ModeSelector, candidate_mode, candidate_name
 
-__all__ = ["CostModel", "Decision", "InFlightWindow", "LinkEstimator", "ModeSelector", "OnboardTimeCorrection", "Prediction", "ProbeBudget", "candidate_mode"]
+__all__ = ["CostModel", "Decision", "InFlightWindow", "LinkEstimator", "MeasuredTimeCorrection", "ModeSelector", "Prediction", "ProbeBudget", "candidate_mode",
+           "candidate_name"]

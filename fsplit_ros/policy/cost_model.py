@@ -2,8 +2,9 @@
 
     T(candidate) = T_onboard + bytes / rate + RTT/2 + T_offboard(batch)      (local: T_onboard only)
 
-T_onboard is the profiled time x the robot's emulated slowdown x the candidate's measured load
-factor (OnboardTimeCorrection: how much slower than profiled the robot computes it now).
+T_onboard is the profiled time x the robot's emulated slowdown x the candidate's measured onboard
+factor, T_offboard the profiled time x its measured edge factor (MeasuredTimeCorrection: how much
+slower than profiled each side computes it now).
 
 A candidate is *sustainable* when the link can carry its payloads at the camera rate
 (bytes * 8 * fps <= rate) and the robot can compute it at that rate (T_onboard * fps <= 1 s) or
@@ -40,11 +41,18 @@ class CostModel:
         c = self.candidates.get(name)
         return None if c is None else c["onboard_ms"] / 1e3 * self.onboard_scale
 
+    def profiled_offboard_s(self, name: str, batch: int = 1) -> float | None:
+        """The profile's per-frame edge time of a candidate when `batch` frames run together."""
+        c = self.candidates.get(name)
+        return None if c is None or c["mode"] == "local" else self._offboard_s(c, batch)
+
     def predict(self, rate_bps: float, rtt_s: float, batch: int = 1,
-                onboard_factors: Mapping[str, float] | None = None) -> dict[str, Prediction]:
-        """onboard_factors: per candidate, how much slower than profiled the robot computes it now
-        (OnboardTimeCorrection.factors); a candidate not in it is predicted as profiled."""
-        factors = onboard_factors or {}
+                onboard_factors: Mapping[str, float] | None = None,
+                offboard_factors: Mapping[str, float] | None = None) -> dict[str, Prediction]:
+        """onboard_factors / offboard_factors: per candidate, how much slower than profiled the robot /
+        the edge computes it now (MeasuredTimeCorrection.factors); a candidate not in them is
+        predicted as profiled."""
+        factors, edge_factors = onboard_factors or {}, offboard_factors or {}
         onboard_s = {name: self.profiled_onboard_s(name) * factors.get(name, 1.0) for name in self.candidates}
         local_s = min((onboard_s[n] for n, c in self.candidates.items() if c["mode"] == "local"), default=0.0)
         out = {}
@@ -54,7 +62,7 @@ class CostModel:
             if c["mode"] == "local":
                 out[name] = Prediction(onboard, compute_ok, 0.0)
                 continue
-            offboard = self._offboard_s(c, batch)
+            offboard = self._offboard_s(c, batch) * edge_factors.get(name, 1.0)
             transfer = 8.0 * c["bytes"] / max(rate_bps, 1.0)
             link_ok = 8.0 * c["bytes"] * self.camera_rate <= rate_bps
             out[name] = Prediction(onboard + transfer + rtt_s / 2 + offboard, compute_ok and link_ok, c["bytes"],

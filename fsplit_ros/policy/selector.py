@@ -21,6 +21,12 @@ def candidate_mode(name: str) -> tuple[str, int]:
     return mode, int(index) if index else 0
 
 
+def candidate_name(mode: str, split_index: int) -> str:
+    """The profile's name for what was run: ('split', 13) -> 'split@13'; other modes keep their name
+    (a bottleneck's or an image's split_index is not part of it)."""
+    return f"split@{split_index}" if mode == "split" else mode
+
+
 @dataclass(frozen=True)
 class Decision:
     candidate: str

@@ -48,8 +48,8 @@ def result(stamp, class_id):
 def feedback(stamp, seq, nbytes, ok, error=""):
     return T["fsplit_ros/msg/FrameFeedback"](
         header=_header(stamp), seq=seq, source="/robot1", bytes=nbytes, sent_stamp=_time(stamp),
-        received_stamp=_time(stamp), finished_stamp=_time(stamp), edge_time=0.004, batch_size=2, ok=ok,
-        error=error)
+        received_stamp=_time(stamp), finished_stamp=_time(stamp), edge_time=0.004, batch_size=2, mode="split",
+        split_index=5, ok=ok, error=error)
 
 
 def link_state(t, mode, split, rate, reason):

@@ -1,7 +1,7 @@
 """The link policy without ROS: estimator, cost model and selector on synthetic measurements."""
 import pytest
 
-from fsplit_ros.policy import CostModel, InFlightWindow, LinkEstimator, ModeSelector, OnboardTimeCorrection
+from fsplit_ros.policy import CostModel, InFlightWindow, LinkEstimator, ModeSelector, MeasuredTimeCorrection
 
 PROFILE = {"candidates": {
     "local": {"mode": "local", "split_index": None, "bytes": 0, "onboard_ms": 100.0, "offboard_ms": {"1": 0.0}},
@@ -79,8 +79,8 @@ def test_min_fidelity_keeps_a_lossy_bottleneck_out_and_can_be_lowered_again():
     assert pinned.update(at_2mbit, 0.0, now=0.0).candidate == "bottleneck"
 
 
-def test_onboard_correction_is_a_robust_recent_ratio():
-    corr = OnboardTimeCorrection(samples=5, recent_s=10.0, memory_s=60.0, low=0.5, high=20.0)
+def test_measured_time_correction_is_a_robust_recent_ratio():
+    corr = MeasuredTimeCorrection(samples=5, recent_s=10.0, memory_s=60.0, low=0.5, high=20.0)
     assert corr.factor("local", now=0.0) == 1.0 and corr.general_factor(0.0) == 1.0   # trust the profile
     for t, measured in enumerate([0.2, 0.21, 0.19, 5.0, 0.2]):  # one frame hit a 5 s hiccup
         assert corr.add("local", measured, 0.1, now=float(t))
@@ -114,7 +114,7 @@ def test_each_candidate_keeps_its_own_measured_ratio_so_the_monitor_does_not_fla
 
     def run(shared_factor: bool, seconds: float = 70.0) -> list[tuple[float, str]]:
         sel = ModeSelector(["local", "image"], min_dwell_s=2.0)
-        corr = OnboardTimeCorrection(memory_s=60.0)
+        corr = MeasuredTimeCorrection(memory_s=60.0)
         assert sel.update(cost.predict(**at_3mbit), 0.0, now=0.0).candidate == "local"
         modes = []
         for step in range(int(seconds * 10)):
@@ -144,7 +144,7 @@ def test_measured_onboard_times_price_in_the_robots_current_load():
     its profile too, the factor holds and the robot does not flap back."""
     cost = CostModel(PROFILE, camera_rate=5)
     sel = ModeSelector(["local", "split", "bottleneck"], min_dwell_s=0.0)
-    corr = OnboardTimeCorrection()
+    corr = MeasuredTimeCorrection()
     assert sel.update(cost.predict(1e6, 0.002, onboard_factors=corr.factors(cost.candidates, 0.0)), 0.0,
                       now=0.0).candidate == "local"
     for t in range(5):
@@ -162,6 +162,31 @@ def test_measured_onboard_times_price_in_the_robots_current_load():
     # the emulated slowdown is part of what the profile predicts for this robot
     assert CostModel(PROFILE, 5, onboard_scale=4).profiled_onboard_s("split@13") == pytest.approx(0.16)
     assert cost.profiled_onboard_s("split@7") is None
+
+
+def test_a_busy_edge_makes_offloading_look_as_slow_as_it_is():
+    """At 1 Mbit/s the bottleneck (95 ms) is preferred to local (100 ms x 1.2 measured). The edge,
+    serving other robots, then reports the bottleneck's decode + tail at 3x its profile (per frame
+    of a batch of 8: edge_time / batch_size against offboard_ms[8]); offloading loses its edge."""
+    cost = CostModel(PROFILE, camera_rate=5)
+    robot, edge = MeasuredTimeCorrection(), MeasuredTimeCorrection()
+    robot.add("local", 0.12, cost.profiled_onboard_s("local"), now=0.0)
+    sel = ModeSelector(["local", "bottleneck"], min_dwell_s=0.0)
+
+    def choose(t):
+        names = cost.candidates
+        return sel.update(cost.predict(1e6, 0.002, onboard_factors=robot.factors(names, t),
+                                       offboard_factors=edge.factors(names, t)), 0.0, now=t)
+    assert choose(0.1).candidate == "bottleneck"
+    assert cost.profiled_offboard_s("bottleneck", 8) == pytest.approx(0.010)
+    assert cost.profiled_offboard_s("local") is None and cost.profiled_offboard_s("split@7") is None
+    for t in range(5):
+        edge.add("bottleneck", 8 * 0.030 / 8, cost.profiled_offboard_s("bottleneck", 8), now=1.0 + t * 0.1)
+    predicted = cost.predict(1e6, 0.002, offboard_factors=edge.factors(cost.candidates, 2.0))
+    assert predicted["bottleneck"].latency_s == pytest.approx(0.010 + 0.024 + 0.001 + 3 * 0.060)
+    assert predicted["split@13"].latency_s == pytest.approx(0.040 + 0.080 + 0.001 + 3 * 0.007)  # general factor
+    d = choose(2.0)
+    assert d.changed and d.candidate == "local"
 
 
 def test_profile_records_the_bottleneck_checkpoints_held_out_fidelity():

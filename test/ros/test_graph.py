@@ -81,6 +81,8 @@ def test_frames_in_results_out_with_camera_header(graph, local_top1, mode):
         fb = [f for f in probe.messages("frame_feedback") if base <= f.header.stamp.sec < base + 3]
         assert fb and all(f.ok for f in fb), [f.error for f in fb]
         assert {f.bytes for f in fb} <= {len(m.data) for m in sent}
+        # the edge names what it decoded, so the link monitor can compare its edge_time with the profile
+        assert {(f.mode, f.split_index) for f in fb} <= {(m.mode, m.split_index) for m in sent}
     # every computed frame's onboard time, named as the link monitor's profile names the candidate
     timings = [t for t in probe.messages("onboard_timing") if base <= t.header.stamp.sec < base + 3]
     assert timings and all(0.0 < t.compute_time < 30.0 for t in timings)

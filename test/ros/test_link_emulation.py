@@ -66,11 +66,11 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
     log = EventLog(tmp_path / "events.jsonl")
     graph = ProcessGraph(tmp_path / "logs", link, env={"ROS_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]})
     # The monitor's choices are checked against the profile's cost model at the true link rate, so it
-    # must predict from the profile alone: with the live onboard correction (on by default) its onboard
-    # times would follow this shared CPU's load, which the test cannot know (tested in
-    # test_onboard_correction.py).
+    # must predict from the profile alone: with the live time correction (on by default) its onboard
+    # and edge times would follow this shared CPU's load, which the test cannot know (tested in
+    # test_time_correction.py).
     cfg = GraphConfig(slowdown=SLOWDOWN, camera_rate=CAMERA_FPS, profile_file=str(profile_file),
-                      extra_link_monitor={"measured_onboard_correction": False})
+                      extra_link_monitor={"measured_time_correction": False})
     try:
         start_standard_graph(graph, cfg, log.path)
         wait_until_ready(graph, log, topics=("results", "link_state", "frame_feedback"), timeout=180)

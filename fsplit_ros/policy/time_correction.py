@@ -1,18 +1,20 @@
-"""How much slower (or faster) the robot computes now than its profile says.
+"""How much slower (or faster) a side computes now than its profile says.
 
-The profile's onboard times are measured once, at start-up or on an idle machine. On a robot the
-same CPU also runs the camera driver, the recorder, SLAM...: under that load the onboard part of
-every candidate takes longer, and a policy that trusts the profile keeps `local` where it has
-become the slowest choice. The encoder reports each frame's measured onboard time for the
-candidate it ran, and the ratio to the profiled time corrects the predictions:
+The profile's times are measured once, at start-up or on an idle machine. On a robot the same CPU
+also runs the camera driver, the recorder, SLAM...; an edge serves other robots. Under that load
+every candidate's part on that side takes longer, and a policy that trusts the profile keeps
+`local` where it has become the slowest choice (or offloads to an edge that has become slow). One
+instance per side: the encoder reports each frame's measured onboard time (OnboardTiming), the
+edge each payload's processing time (FrameFeedback.edge_time), and the ratio to the profiled time
+corrects the predictions:
 
 - a candidate measured within `memory_s` keeps its own ratio (median of its newest samples). Load
   does not slow every candidate alike: on this 2-core machine the graph's own load slowed the
   convolutional `local` 2-2.5x and image mode's JPEG encoding 1.3x. With one shared factor the
   monitor flapped between them every few seconds (each looked worse while it ran);
 - any other candidate takes the general ratio: the median of all recent samples (`recent_s`) of
-  candidates profiled at `min_informative_s` or more, i.e. the best guess for how loaded the CPU is
-  now; 1 when nothing recent was measured. A timing of a few milliseconds (image mode's JPEG)
+  candidates profiled at `min_informative_s` or more, i.e. the best guess for how loaded that side
+  is now; 1 when nothing recent was measured. A timing of a few milliseconds (image mode's JPEG)
   says more about Python and the scheduler than about the load: its ratio swung 0.7-3.8 from one
   second to the next in the detector demo.
 
@@ -27,7 +29,7 @@ from collections import deque
 from collections.abc import Iterable
 
 
-class OnboardTimeCorrection:
+class MeasuredTimeCorrection:
     def __init__(self, samples: int = 9, recent_s: float = 10.0, memory_s: float = 60.0,
                  low: float = 0.5, high: float = 20.0, min_informative_s: float = 0.010):
         """samples: newest ratios a median is taken over; recent_s: age up to which a sample speaks
@@ -43,7 +45,7 @@ class OnboardTimeCorrection:
         self._own: dict[str, deque[tuple[float, float]]] = {}
 
     def add(self, candidate: str, measured_s: float, profiled_s: float, now: float) -> bool:
-        """One frame's measured onboard time against the profile's for the same candidate; returns
+        """One frame's measured time against the profile's for the same candidate and side; returns
         False (and ignores it) for a timing that cannot be right (negative, not finite, or a
         candidate without a positive profiled time)."""
         if not (profiled_s > 0.0 and math.isfinite(measured_s) and 0.0 <= measured_s < 3600.0):
@@ -59,12 +61,12 @@ class OnboardTimeCorrection:
         return min(self.high, max(self.low, statistics.median(ratios))) if ratios else None
 
     def general_factor(self, now: float) -> float:
-        """How much slower than profiled the robot computes now, over every candidate measured recently."""
+        """How much slower than profiled this side computes now, over every candidate measured recently."""
         factor = self._median(self._all, now, self.recent_s)
         return 1.0 if factor is None else factor
 
     def factor(self, candidate: str, now: float) -> float:
-        """Multiply the candidate's profiled onboard time by this."""
+        """Multiply the candidate's profiled time on this side by this."""
         own = self._median(self._own.get(candidate, ()), now, self.memory_s)
         return self.general_factor(now) if own is None else own
 

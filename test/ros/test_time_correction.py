@@ -1,7 +1,8 @@
-"""The link monitor prices the robot's current CPU load in: a real link monitor process over DDS, a
-hand-written profile, and OnboardTiming messages as the encoder publishes them (the encoder's side
-is checked in test_graph.py). Its LinkState predictions must scale every onboard time by the
-measured / profiled ratio, ignore timings it cannot use, and drop the correction when told to."""
+"""The link monitor prices current load on both sides in: a real link monitor process over DDS, a
+hand-written profile, OnboardTiming messages as the encoder publishes them and FrameFeedback as the
+edge does (the nodes' side is checked in test_graph.py). Its LinkState predictions must scale
+onboard and edge times by the measured / profiled ratios, ignore timings it cannot use, and drop
+the correction when told to."""
 import json
 import math
 import time
@@ -11,7 +12,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 
-from fsplit_ros.msg import LinkState, OnboardTiming
+from fsplit_ros.msg import FrameFeedback, LinkState, OnboardTiming
+from fsplit_ros.nodes.messages import wall_time_msg
 from fsplit_ros.profiling.profiler import FORMAT
 from ros_harness import NodeProcess, RosProbe
 
@@ -25,21 +27,22 @@ PROFILE = {"format": FORMAT, "backbone": "efficientnet_lite0", "candidates": {
 
 @pytest.fixture(scope="module")
 def monitor(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("onboard_correction")
+    tmp = tmp_path_factory.mktemp("time_correction")
     (tmp / "profile.json").write_text(json.dumps(PROFILE))
     proc = NodeProcess.ros_executable(
         "link_monitor_node", tmp, namespace="/oc",
         params={"profile_file": str(tmp / "profile.json"), "emulated_slowdown": SLOWDOWN, "camera_rate": 5.0})
-    probe = RosProbe("fsplit_onboard_correction_probe")
+    probe = RosProbe("fsplit_time_correction_probe")
     probe.subscribe(LinkState, "/oc/link_state")
     probe.subscribe(DiagnosticArray, "/diagnostics")
     timing_pub = probe.publisher(OnboardTiming, "/oc/onboard_timing")
+    feedback_pub = probe.publisher(FrameFeedback, "/oc/frame_feedback")
     try:
         deadline = time.monotonic() + 60
         while proc.alive() and time.monotonic() < deadline and not probe.wait_for_subscribers(timing_pub, timeout=0.5):
             pass
         assert timing_pub.get_subscription_count(), f"link monitor never subscribed:\n{proc.log()[-3000:]}"
-        yield proc, probe, timing_pub
+        yield proc, probe, timing_pub, feedback_pub
     finally:
         probe.close()
         proc.stop()
@@ -91,8 +94,8 @@ def _onboard_factor_in_diagnostics(probe, since: float):
     return None
 
 
-def test_measured_onboard_times_scale_the_predictions(monitor):
-    proc, probe, timing_pub = monitor
+def test_measured_onboard_and_edge_times_scale_the_predictions(monitor):
+    proc, probe, timing_pub, feedback_pub = monitor
     before = _wait_for_local(probe, 0.050 * SLOWDOWN)
     assert before, f"no LinkState with the profile's local time:\n{proc.log()[-2000:]}"
 
@@ -105,7 +108,7 @@ def test_measured_onboard_times_scale_the_predictions(monitor):
     # every candidate's onboard part is scaled (image: 5 ms x 2 slowdown -> 30 ms); the rest is unchanged
     assert _predicted(after)["image"] - _predicted(before)["image"] == pytest.approx(0.020, abs=1e-6)
     assert _predicted(after)["split@13"] - _predicted(before)["split@13"] == pytest.approx(0.080, abs=1e-6)
-    assert "robot computes 3.00x the profile's onboard times" in proc.log()
+    assert "robot computes 3.00x the profile's times" in proc.log()
     mark = time.monotonic()
     deadline = time.monotonic() + 5
     while _onboard_factor_in_diagnostics(probe, mark) is None and time.monotonic() < deadline:
@@ -120,7 +123,28 @@ def test_measured_onboard_times_scale_the_predictions(monitor):
     assert _wait_for_local(probe, 0.3), "an unusable timing changed the prediction"
     assert "onboard_timing for 'split@99', which the profile does not have" in proc.log()
 
+    # The edge reports image payloads at 2x their profiled 30 ms (a batch of 2 in 120 ms); small
+    # payloads leave the rate estimate alone, so only image's edge part (and, at the general edge
+    # factor, split@13's) may change.
+    base = _predicted(_newest_state_after(probe, time.monotonic()))
+    for seq in range(9):
+        fb = FrameFeedback(seq=seq, ok=True, bytes=100, mode="image", split_index=0, edge_time=0.120, batch_size=2,
+                           sent_stamp=wall_time_msg(), received_stamp=wall_time_msg(), finished_stamp=wall_time_msg())
+        feedback_pub.publish(fb)
+        time.sleep(0.03)
+    deadline, edged = time.monotonic() + 10, None
+    while time.monotonic() < deadline:
+        state = _newest_state_after(probe, time.monotonic() - 0.3)
+        if state is not None and math.isclose(_predicted(state)["image"] - base["image"], 0.030, abs_tol=1e-6):
+            edged = state
+            break
+        time.sleep(0.05)
+    assert edged, f"image's edge time never doubled: {_predicted(probe.messages('/oc/link_state')[-1])}, {base}"
+    assert _predicted(edged)["split@13"] - base["split@13"] == pytest.approx(0.010, abs=1e-6)
+    assert _predicted(edged)["local"] == pytest.approx(base["local"])
+    assert "edge computes 2.00x the profile's times" in proc.log()
+
     # switched off at run time: the profile alone again
-    _set_parameter(probe, "measured_onboard_correction", False)
+    _set_parameter(probe, "measured_time_correction", False)
     assert _wait_for_local(probe, 0.050 * SLOWDOWN), "the correction stayed on after it was switched off"
     assert proc.alive() and "Traceback" not in proc.log(), proc.log()[-2000:]
