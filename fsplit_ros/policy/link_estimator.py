@@ -20,6 +20,11 @@ from collections import deque
 # A message must span several packets to measure a rate: one packet passes any shaper's burst (and
 # a radio's aggregation) at once, so its transfer time says "fast" whatever the link's rate.
 MIN_RATE_SAMPLE_BYTES = 3000    # > 2 Ethernet frames
+# ...and must take long enough at the estimated rate that the few milliseconds of delay nothing
+# accounts for (DDS send and receive threads, scheduling on a busy CPU) do not dominate: 4.5 KB
+# detector payloads measured a 20 Mbit/s link at 4-5 Mbit/s and, counted as measuring, stopped
+# the probes that would have shown it faster.
+MIN_RATE_SAMPLE_S = 0.010
 
 
 class LinkEstimator:
@@ -85,8 +90,10 @@ class LinkEstimator:
         self.add_transfer(nbytes, end - start, arrival_t)
 
     def measures_rate(self, nbytes: int) -> bool:
-        """Whether a message of nbytes is big enough to be a rate sample."""
-        return nbytes >= self.min_sample_bytes
+        """Whether payloads of nbytes measure the link well enough that probes may pause: big enough
+        to be a rate sample and to take MIN_RATE_SAMPLE_S at the current estimate (on a slow link
+        every sample-sized payload does; on a fast one only large ones)."""
+        return nbytes >= max(self.min_sample_bytes, self.rate_bps * MIN_RATE_SAMPLE_S / 8.0)
 
     @property
     def rtt_s(self) -> float:

@@ -228,6 +228,21 @@ def test_estimator_rate_rtt_queueing_and_outage():
     assert slow.rate_bps == pytest.approx(0.25e6)
 
 
+def test_small_payloads_leave_a_fast_link_to_the_probes():
+    """Payloads that would cross the link in under 10 ms at the estimated rate do not pause the
+    probes: their timing is mostly delay nothing accounts for (4.5 KB detector payloads read a
+    20 Mbit/s link as 4-5 Mbit/s and, pausing the probes, kept image mode 'unsustainable')."""
+    est = LinkEstimator(window_s=2.0)
+    for k in range(4):
+        est.add_transfer(25_000, 0.010, now=0.1 * k)               # 20 Mbit/s
+    assert est.rate_bps == pytest.approx(20e6)
+    assert not est.measures_rate(4_500) and not est.measures_rate(20_000) and est.measures_rate(30_000)
+    slow = LinkEstimator(window_s=2.0)
+    for k in range(4):
+        slow.add_transfer(4_500, 0.036, now=0.1 * k)               # 1 Mbit/s
+    assert slow.measures_rate(4_500) and not slow.measures_rate(2_000)   # < 3000 B: never
+
+
 def test_probe_budget_stays_within_its_fraction_and_spans_several_packets():
     from fsplit_ros.policy import ProbeBudget
     from fsplit_ros.policy.probing import MIN_PROBE_PADDING
