@@ -62,6 +62,14 @@ def summary(run: dict, since: float = 0.0, until: float = float("inf")) -> dict:
             "fps": lat.size / span if span > 0 else float("nan")}
 
 
+def time_in_mode(run: dict) -> dict[str, float]:
+    """Seconds the link monitor commanded each mode (from its LinkState stream)."""
+    states, out = run["states"], {}
+    for s, nxt in zip(states, states[1:] + [{"t": run["duration"]}]):
+        out[s["mode"]] = out.get(s["mode"], 0.0) + max(0.0, min(nxt["t"], run["duration"]) - s["t"])
+    return {mode: round(t, 1) for mode, t in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
 STATIC = {
     "local": dict(pinned_mode="local"),
     "split": dict(pinned_mode="split"),

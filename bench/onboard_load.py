@@ -14,16 +14,8 @@ import argparse
 from dataclasses import replace
 
 from common import write_results
-from graph_runs import run_trace, summary
+from graph_runs import run_trace, summary, time_in_mode
 from fsplit_ros.process_graph import GraphConfig
-
-
-def time_in_mode(run: dict) -> dict[str, float]:
-    """Seconds the link monitor commanded each mode (from its LinkState stream)."""
-    states, out = run["states"], {}
-    for s, nxt in zip(states, states[1:] + [{"t": run["duration"]}]):
-        out[s["mode"]] = out.get(s["mode"], 0.0) + max(0.0, min(nxt["t"], run["duration"]) - s["t"])
-    return {mode: round(t, 1) for mode, t in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
 def main():

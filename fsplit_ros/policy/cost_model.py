@@ -62,7 +62,7 @@ class CostModel:
             if c["mode"] == "local":
                 out[name] = Prediction(onboard, compute_ok, 0.0)
                 continue
-            offboard = self._offboard_s(c, batch) * edge_factors.get(name, 1.0)
+            offboard = self.profiled_offboard_s(name, batch) * edge_factors.get(name, 1.0)
             transfer = 8.0 * c["bytes"] / max(rate_bps, 1.0)
             link_ok = 8.0 * c["bytes"] * self.camera_rate <= rate_bps
             out[name] = Prediction(onboard + transfer + rtt_s / 2 + offboard, compute_ok and link_ok, c["bytes"],
