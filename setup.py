@@ -29,6 +29,7 @@ setup(
         "console_scripts": [
             "fsplit-profile=fsplit_ros.cli.profile:main",
             "fsplit-train=fsplit_ros.cli.train:main",
+            "fsplit-data=fsplit_ros.cli.data:main",
             "fsplit-eval=fsplit_ros.cli.evaluate:main",
             "fsplit-eval-bag=fsplit_ros.cli.eval_bag:main",
         ],

@@ -2,11 +2,14 @@
 the FrankenSplit encoder (g_a + rANS), the split heads (+ 8-bit/zlib), the whole model (local), and
 JPEG q95 encoding (of the 224 crop and of the whole camera frame). Medians; ratios vs local.
 
-    python bench/onboard_cost.py [--backbone efficientnet_lite0]
+    python bench/onboard_cost.py [--backbone efficientnet_lite0] [--checkpoints CKPT ...]
+
+--checkpoints adds one row per bottleneck checkpoint (g_a + rANS), timed in the same rounds.
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -18,9 +21,12 @@ from fsplit_ros.runtime import Deployment, OnboardEncoder
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--checkpoints", nargs="*", default=[], help="more bottleneck checkpoints to time")
     args = ap.parse_args()
     dep = Deployment.load(args.backbone)
     enc = OnboardEncoder(dep)
+    others = {Path(c).name: OnboardEncoder(Deployment.load(args.backbone, bottleneck=c))
+              for c in args.checkpoints}
     frames = heldout_frames(8)
     prepared = [enc.prepare(f) for f in frames]
     jpeg = ImageCodec("jpeg", 95)
@@ -37,6 +43,8 @@ def main():
                  "JPEG q95, whole frame": median_ms(lambda: jpeg.encode(nxt().rgb))}
         if enc.entropy_codec is not None:
             costs["bottleneck (g_a + rANS)"] = median_ms(lambda: enc.encode(nxt(), "bottleneck"))
+        for name, other in others.items():
+            costs[f"bottleneck {name} (g_a + rANS)"] = median_ms(lambda other=other: other.encode(nxt(), "bottleneck"))
         for index in dep.compressive_split_indices():
             costs[f"split@{index} ({dep.split_point(index).name}) + codec"] = median_ms(
                 lambda index=index: enc.encode(nxt(), "split", index))

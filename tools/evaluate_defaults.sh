@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Rate vs top-1 agreement on the held-out set for the checkpoints trained by tools/train_defaults.sh
-# (every runs/defaults/<sweep>/<backbone>_bottleneck_beta*.pt) against JPEG/WebP q10..95, PNG and the
-# raw split tensors. Writes bench/results/rate_accuracy/<backbone>/rate_accuracy.{json,csv,png}.
-#   bash tools/evaluate_defaults.sh            # ~5 minutes per backbone on 2 CPU cores
+# Rate vs top-1 agreement on the held-out families for the shipped bottlenecks (or CHECKPOINTS_<backbone>)
+# against JPEG/WebP, PNG and the raw split tensors, through the real payload path, Wilson 95 %
+# intervals next to every agreement. Writes bench/results/rate_accuracy/<backbone>/<family>/
+# rate_accuracy.{md,json,csv,png}. Family A: footage like the training data; B: unlike it (a lab
+# camera; needs the corpus: fsplit-data). A checkpoint trained on a family's files is refused.
+#   bash tools/evaluate_defaults.sh                         # ~15 minutes per backbone on 2 CPU cores
+#   BACKBONES=efficientnet_lite0 FAMILIES=B CHECKPOINTS_efficientnet_lite0="a.pt b.pt" bash tools/evaluate_defaults.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/env.sh
-RUNS=${RUNS:-runs/defaults}
 OUT=${OUT:-bench/results/rate_accuracy}
-shopt -s nullglob
-for backbone in efficientnet_lite0 mobilenetv2; do
-  checkpoints=("$RUNS"/*/"${backbone}"_bottleneck_beta*.pt)
-  if [ ${#checkpoints[@]} -eq 0 ]; then
-    echo "no checkpoints for $backbone under $RUNS: baselines only"
-  fi
-  python -m fsplit_ros.cli.evaluate --backbone "$backbone" --out "$OUT/$backbone" \
-    --checkpoints "${checkpoints[@]}"
+BACKBONES=${BACKBONES:-"efficientnet_lite0 mobilenetv2"}
+FAMILIES=${FAMILIES:-"A B"}
+QUALITIES=${QUALITIES:-"10 20 30 50 70 90 95"}
+for backbone in $BACKBONES; do
+  var="CHECKPOINTS_${backbone}"
+  read -r -a checkpoints <<< "${!var:-fsplit_ros/weights/${backbone}_bottleneck.pt}"
+  for family in $FAMILIES; do
+    python -m fsplit_ros.cli.evaluate --backbone "$backbone" --family "$family" --out "$OUT/$backbone/$family" \
+      --qualities $QUALITIES --split-codecs uint8-channel+zlib --checkpoints "${checkpoints[@]}"
+  done
 done

@@ -37,15 +37,36 @@ class BottleneckConfig:
     encoder: str = "image"     # "image" (the paper's g_a) or "head" (see the module docstring)
     transform_stride: int = 1  # "head" only: 2 = the transform halves the grid (4x fewer latent
                                # positions; g_s upsamples back), for large feature maps (NanoDet)
+    head_split: int | None = None     # "head" only: backbone units copied into g_a (None = all up
+                                      # to injection_split). A shallower head is a cheaper encoder;
+                                      # g_s then also learns the layers between the two splits
+    head_channels: int | None = None  # channels / stride of the output of head_split (None = the
+    head_stride: int | None = None    # target's): resolved from the backbone by the trainer
+    transform: str = "gdn"     # "head" only: "gdn" = 3x3 conv, GDN, 3x3 conv (the first design);
+                               # "light" = depthwise 3x3 (at the stride), 1x1, GDN, 1x1: 1x1-heavy,
+                               # a fraction of the onboard time (BENCHMARKS.md, section 2)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
+    def encoder_split(self) -> int:
+        """Backbone units inside a "head" encoder."""
+        return self.injection_split if self.head_split is None else self.head_split
+
+    @property
+    def encoder_head_channels(self) -> int:
+        return self.target_channels if self.head_channels is None else self.head_channels
+
+    @property
+    def encoder_head_stride(self) -> int:
+        return self.target_stride if self.head_stride is None else self.head_stride
+
+    @property
     def latent_stride(self) -> int:
-        """The "head" encoder keeps the injection point's grid (or halves it, transform_stride 2);
-        the "image" encoder is stride 8."""
-        return self.target_stride * self.transform_stride if self.encoder == "head" else 8
+        """The "head" encoder keeps its head's grid (or halves it, transform_stride 2); the
+        "image" encoder is stride 8."""
+        return self.encoder_head_stride * self.transform_stride if self.encoder == "head" else 8
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -54,6 +75,7 @@ class BottleneckConfig:
 
 
 ENCODERS = ("image", "head")
+TRANSFORMS = ("gdn", "light")
 
 
 def _conv(cin, cout, k, stride=1):
@@ -65,19 +87,34 @@ def backbone_head(config: BottleneckConfig) -> nn.Module:
     checkpoint, or from the teacher when training starts). Never downloads."""
     from fsplit_ros.models.backbones import build_architecture
     from fsplit_ros.splitting import SplittableModel
-    return SplittableModel(build_architecture(config.backbone)).head(config.injection_split)
+    return SplittableModel(build_architecture(config.backbone)).head(config.encoder_split)
+
+
+def head_transform(kind: str, head_channels: int, width: int, latent_channels: int,
+                   stride: int = 1) -> nn.Sequential:
+    """The learned part of a "head" encoder, from the head's channels to the latent.
+
+    "light" spends its work in 1x1 convolutions (fast on a CPU), with one depthwise 3x3 that
+    carries the stride: at Lite0's blocks.1.0 (24x56x56) it costs well under 1 ms at 1 thread."""
+    if kind == "gdn":
+        return nn.Sequential(_conv(head_channels, width, 3, stride), GDN(width),
+                             _conv(width, latent_channels, 3))
+    if kind == "light":
+        return nn.Sequential(nn.Conv2d(head_channels, head_channels, 3, stride, 1, groups=head_channels),
+                             nn.Conv2d(head_channels, width, 1), GDN(width),
+                             nn.Conv2d(width, latent_channels, 1))
+    raise ValueError(f"unknown transform '{kind}': use one of {TRANSFORMS}")
 
 
 class HeadEncoder(nn.Module):
     """g_a = transform(head(x)): the backbone's head (trainable, BatchNorm statistics frozen, as
-    the tail expects them) and a GDN transform from the head's channels to the latent."""
+    the tail expects them) and a small transform from the head's channels to the latent."""
 
     def __init__(self, head: nn.Module, head_channels: int, width: int, latent_channels: int,
-                 stride: int = 1):
+                 stride: int = 1, transform: str = "gdn"):
         super().__init__()
         self.head = head
-        self.transform = nn.Sequential(_conv(head_channels, width, 3, stride), GDN(width),
-                                       _conv(width, latent_channels, 3))
+        self.transform = head_transform(transform, head_channels, width, latent_channels, stride)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -107,6 +144,16 @@ class FrankenSplitBottleneck(nn.Module):
         if config.transform_stride not in (1, 2) or (config.transform_stride != 1 and config.encoder != "head"):
             raise ValueError(f"transform_stride must be 1, or 2 with the 'head' encoder; got "
                              f"{config.transform_stride} with '{config.encoder}'")
+        if config.transform not in TRANSFORMS or (config.transform != "gdn" and config.encoder != "head"):
+            raise ValueError(f"transform must be one of {TRANSFORMS} ('light' needs the 'head' "
+                             f"encoder); got '{config.transform}' with '{config.encoder}'")
+        if config.head_split is not None and (config.encoder != "head" or not
+                                              0 < config.head_split <= config.injection_split):
+            raise ValueError(f"head_split must lie in 1..injection_split ({config.injection_split}) "
+                             f"with the 'head' encoder; got {config.head_split} with '{config.encoder}'")
+        if config.latent_stride % config.target_stride:
+            raise ValueError(f"the latent grid (stride {config.latent_stride}) must be the target's "
+                             f"(stride {config.target_stride}) or coarser: raise transform_stride")
         if config.input_size % config.latent_stride:
             raise ValueError(f"input_size {config.input_size} is not a multiple of the latent stride "
                              f"{config.latent_stride}")
@@ -114,7 +161,8 @@ class FrankenSplitBottleneck(nn.Module):
         e, c, d = config.encoder_channels, config.latent_channels, config.decoder_channels
         if config.encoder == "head":
             self.g_a = HeadEncoder(head if head is not None else backbone_head(config),
-                                   config.target_channels, e, c, config.transform_stride)
+                                   config.encoder_head_channels, e, c, config.transform_stride,
+                                   config.transform)
         else:
             # three strided 5x5 convolutions with GDN (stride 8 overall); ~124K parameters at 48/48.
             self.g_a = nn.Sequential(_conv(3, e, 5, 2), GDN(e), _conv(e, e, 5, 2), GDN(e),

@@ -4,7 +4,14 @@ baseline (JPEG/WebP 10..95, PNG, raw split tensors), as CSV, JSON and a plot. Fo
 tensors, letterboxed and whole-frame JPEG/WebP, and bottleneck checkpoints.
 
     fsplit-eval --backbone efficientnet_lite0 --checkpoints runs/train/efficientnet_lite0/*.pt --out DIR
+    fsplit-eval --family B --checkpoints CKPT --out DIR       # footage unlike the training data
+    fsplit-eval --heldout my_robot.mp4 my_photos/ --checkpoints CKPT --out DIR   # your footage
     fsplit-eval --backbone nanodet --out bench/results/detection_fidelity/nanodet
+
+Held-out families (fsplit_ros/datasets/frames.py): A, footage like the training data (the
+default), B, footage unlike it (a lab camera; needs the corpus, fsplit-data). --heldout evaluates
+your own videos / images / folders instead, and refuses a checkpoint trained on any of them.
+Agreements come with Wilson 95 % intervals.
 """
 from __future__ import annotations
 
@@ -14,7 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-from fsplit_ros.datasets.frames import default_corpus, load_frames
+from fsplit_ros.datasets.frames import (FrameSourceError, heldout_families, load_frames,
+                                        sources_from_paths)
+from fsplit_ros.evaluation.intervals import format_interval
 from fsplit_ros.models import DETECTORS
 from fsplit_ros.evaluation.rate_accuracy import (JPEG_WEBP_QUALITIES, SPLIT_CODECS, TrainedOnHeldOut,
                                                  evaluate, plot, targets)
@@ -25,7 +34,12 @@ def main(argv=None) -> int:
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--checkpoints", nargs="*", default=[], help="FrankenSplit checkpoints (rate points)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--max-frames", type=int, default=0, help="cap on held-out video frames (0 = all)")
+    ap.add_argument("--family", choices=["A", "B"], default="A",
+                    help="held-out family: A = like the training data, B = unlike it (default %(default)s)")
+    ap.add_argument("--heldout", nargs="+", metavar="PATH", default=None,
+                    help="evaluate on these videos / images / image folders instead of a family")
+    ap.add_argument("--max-frames", type=int, default=0,
+                    help="cap on the held-out frames besides the labelled photos (0 = all)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--qualities", type=int, nargs="+", default=None,
                     help="JPEG/WebP qualities of the image baselines (default: 10..95 for classifiers, "
@@ -39,19 +53,33 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    _, heldout = default_corpus()
-    video_sources = [s for s in heldout if s.kind == "video"]
-    photo_paths = {str(s.path) for s in heldout if s.kind == "image"}
-    frames = [f.rgb for f in load_frames(video_sources, max_short_side=None)] if video_sources else []
-    if args.max_frames:
-        frames = frames[::max(1, len(frames) // args.max_frames)][:args.max_frames]
+    try:
+        if args.heldout:
+            heldout, family = sources_from_paths(args.heldout, every=1, max_frames=None), "custom"
+        else:
+            families = heldout_families()
+            if args.family not in families:
+                raise FrameSourceError(f"held-out family {args.family} needs the corpus: install it "
+                                       f"with fsplit-data")
+            heldout, family = families[args.family], args.family
+    except FrameSourceError as exc:
+        print(f"fsplit-eval: {exc}", file=sys.stderr)
+        return 2
     from fsplit_ros.datasets.offline import labelled_imagenet_photos
+    try:
+        labels = {str(p.resolve()): label for p, label in labelled_imagenet_photos()}
+    except FileNotFoundError:
+        labels = {}
+    unlabelled = [s for s in heldout if s.file_key not in labels]
+    frames = [f.rgb for f in load_frames(unlabelled, max_short_side=None)] if unlabelled else []
+    if args.max_frames and len(frames) > args.max_frames:
+        frames = frames[::max(1, len(frames) // args.max_frames)][:args.max_frames]
     import cv2
-    photos = [(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), label)
-              for p, label in labelled_imagenet_photos() if str(p) in photo_paths]
+    photos = [(cv2.cvtColor(cv2.imread(str(s.path)), cv2.COLOR_BGR2RGB), labels[s.file_key])
+              for s in heldout if s.file_key in labels]
     if args.backbone in DETECTORS:
         # detection has no labels for the photos either: every held-out frame is scored the same way
-        return _evaluate_detector(args, argv, frames + [rgb for rgb, _ in photos], heldout)
+        return _evaluate_detector(args, argv, frames + [rgb for rgb, _ in photos], heldout, family)
     try:
         rows, info = evaluate(args.backbone, [Path(c) for c in args.checkpoints], frames, photos,
                               qualities=args.qualities or JPEG_WEBP_QUALITIES,
@@ -61,15 +89,21 @@ def main(argv=None) -> int:
         print(f"fsplit-eval: {exc}", file=sys.stderr)
         return 2
     summary = {"command": " ".join(["fsplit-eval", *(sys.argv[1:] if argv is None else argv)]),
-               "backbone": args.backbone, "heldout_sources": [s.describe() for s in heldout],
+               "backbone": args.backbone, "family": family,
+               "heldout_sources": [s.describe() for s in heldout],
                **info, "targets": targets(rows), "rows": [r.to_dict() for r in rows]}
     _write_table(out / "rate_accuracy", summary, rows)
-    plot(rows, out / "rate_accuracy.png", f"{args.backbone}: rate vs top-1 agreement "
+    plot(rows, out / "rate_accuracy.png", f"{args.backbone}: rate vs top-1 agreement, family {family} "
          f"({info['frames'] + info['photos']} held-out frames)")
-    print(f"{'method':10s} {'setting':42s} {'bytes':>8s} {'p95':>8s} {'agree':>6s} {'acc':>5s} {'ms':>6s}")
-    for r in rows:
-        print(f"{r.method:10s} {r.setting[:42]:42s} {r.bytes_mean:8.0f} {r.bytes_p95:8.0f} {100 * r.agreement:6.1f} "
-              f"{100 * r.accuracy:5.0f} {r.onboard_ms:6.2f}")
+    lines = ["| method | setting | bytes/frame | p95 | agreement % [95 % CI] | accuracy % | onboard ms |",
+             "|---|---|---:|---:|---|---:|---:|"]
+    lines += [f"| {r.method} | {r.setting} | {r.bytes_mean:.0f} | {r.bytes_p95:.0f} | "
+              f"{format_interval(r.agreement, r.agreement_lo, r.agreement_hi)} | {100 * r.accuracy:.0f} | "
+              f"{r.onboard_ms:.2f} |" for r in rows]
+    (out / "rate_accuracy.md").write_text(
+        f"Command: `{summary['command']}`  \nFamily {family}: {info['frames']} frames + {info['photos']} "
+        f"labelled photos from {len(heldout)} files.\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
     print(json.dumps(summary["targets"], indent=1))
     return 0
 
@@ -83,7 +117,7 @@ def _write_table(stem: Path, summary: dict, rows) -> None:
         writer.writerows(r.to_dict() for r in rows)
 
 
-def _evaluate_detector(args, argv, frames, heldout) -> int:
+def _evaluate_detector(args, argv, frames, heldout, family) -> int:
     from fsplit_ros.evaluation import detection_fidelity as fidelity
     try:
         rows, info = fidelity.evaluate_detection(frames, args.backbone, [Path(c) for c in args.checkpoints],
@@ -100,7 +134,8 @@ def _evaluate_detector(args, argv, frames, heldout) -> int:
             row = fidelity.smallest_bytes_at(rows, family, level)
             cheapest[f"{family} mAP50>={level}"] = row.to_dict() if row else None
     summary = {"command": " ".join(["fsplit-eval", *(sys.argv[1:] if argv is None else argv)]),
-               "detector": args.backbone, "heldout_sources": [s.describe() for s in heldout], **info,
+               "detector": args.backbone, "family": family,
+               "heldout_sources": [s.describe() for s in heldout], **info,
                "cheapest": cheapest, "rows": [r.to_dict() for r in rows]}
     _write_table(out / "detection_fidelity", summary, rows)
     fidelity.plot(rows, out / "detection_fidelity.png", f"{args.backbone}: fidelity mAP vs bytes ({info['frames']} held-out "
@@ -110,8 +145,9 @@ def _evaluate_detector(args, argv, frames, heldout) -> int:
     lines += [f"| {r.method} | {r.setting} | {r.bytes_mean:.0f} | {r.bytes_p95:.0f} | {100 * r.map50:.1f} | "
               f"{100 * r.map50_95:.1f} | {r.onboard_ms:.1f} | {r.edge_ms:.1f} |" for r in rows]
     (out / "detection_fidelity.md").write_text(
-        f"Command: `{summary['command']}`  \n{info['frames']} held-out frames ({', '.join(s.path.name for s in heldout if s.kind == 'video')} + "
-        f"photos), {info['reference_detections']} reference detections at score > 0.35 in "
+        f"Command: `{summary['command']}`  \nFamily {family}: {info['frames']} held-out frames from "
+        f"{len(heldout)} files ({', '.join(s.path.name for s in heldout if s.kind == 'video')} + "
+        f"images), {info['reference_detections']} reference detections at score > 0.35 in "
         f"{info['frames_with_detections']} frames, classes: {', '.join(info['reference_classes'])}.\n\n"
         + "\n".join(lines) + "\n")
     print("\n".join(lines))

