@@ -129,10 +129,10 @@ def _evaluate_detector(args, argv, frames, heldout, family) -> int:
         return 2
     out = Path(args.out)
     cheapest = {}
-    for family in ("split", "image-model", "image-native", "bottleneck"):
+    for method in ("split", "image-model", "image-native", "bottleneck"):
         for level in (0.9, 0.95):
-            row = fidelity.smallest_bytes_at(rows, family, level)
-            cheapest[f"{family} mAP50>={level}"] = row.to_dict() if row else None
+            row = fidelity.smallest_bytes_at(rows, method, level)
+            cheapest[f"{method} mAP50>={level}"] = row.to_dict() if row else None
     summary = {"command": " ".join(["fsplit-eval", *(sys.argv[1:] if argv is None else argv)]),
                "detector": args.backbone, "family": family,
                "heldout_sources": [s.describe() for s in heldout], **info,

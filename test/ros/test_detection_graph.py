@@ -3,7 +3,8 @@ DDS with `backbone: nanodet`, real photos in, vision_msgs/Detection2DArray out, 
 
 The reference is the same detector run here, in this process, on the same frames: `local` must
 reproduce it, `split` and `image` (near-lossless payloads) must find the same objects at the same
-places, and the learned `bottleneck` (~80 % fidelity mAP@0.5 held out) most of the confident ones.
+places, and the learned `bottleneck` (fidelity mAP@0.5 50 % / 61 % on the held-out families A / B, 86 % on the
+labelled photos) most of the confident ones.
 """
 import time
 
@@ -22,8 +23,8 @@ CONFIDENT = 0.5          # reference detections the lossy modes must find again
 # IoU with a same-class detection that counts as "the same object at the same place", and the share
 # of the confident reference objects each mode must find. Measured (deterministic: same model, same
 # frames): split (8-bit tensor + zlib) IoU >= 0.997 for all 10, image (JPEG q95 of the letterboxed
-# input) >= 0.93 for all 10, the bottleneck (held-out fidelity mAP@0.5 0.79) 3 of 3 on the bus and
-# 5 of 7 on the street at IoU >= 0.5 (it misses two people).
+# input) >= 0.93 for all 10; the bottleneck must find 60 % of them at IoU >= 0.5 (the first shipped
+# checkpoint found 3 of 3 on the bus and 5 of 7 on the street; the current one passes the same bar).
 MATCH = {"split": (0.95, 1.0), "image": (0.85, 1.0), "bottleneck": (0.5, 0.6)}
 
 
