@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train", dest="train_sources", nargs="+", metavar="PATH",
                     help="training videos / images / image folders instead of the default corpus")
     ap.add_argument("--heldout", dest="heldout_sources", nargs="+", metavar="PATH",
-                    help="held-out videos / images / image folders (never trained on)")
+                    help="held-out videos / images / image folders (never trained on), or family:A / family:B")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 

@@ -62,7 +62,7 @@ class TrainConfig:
     device: str = "cpu"                         # "cpu", "cuda", "cuda:1", ...
     # --- data -----------------------------------------------------------------------------------
     train_sources: list[str] | None = None      # videos / images / image folders; None = default corpus
-    heldout_sources: list[str] | None = None    # None = default corpus's held-out files
+    heldout_sources: list[str] | None = None    # None = family A; paths and/or "family:A" / "family:B"
     every_kth_frame: int = 1                    # training videos: every k-th frame ...
     frames_per_video: int = DEFAULT_FRAMES_PER_VIDEO   # ... at most this many, spread evenly
     heldout_every_kth_frame: int = DEFAULT_HELDOUT_EVERY

@@ -35,8 +35,8 @@ from fsplit_ros.evaluation.detection_fidelity import (EVALUATION_THRESHOLD, REFE
                                                      fidelity_map)
 from fsplit_ros.datasets.frames import (Augmentation, Frame, FrameDataset, FrameSource,
                                         FrameSourceError, check_disjoint, default_corpus,
-                                        load_frames, load_overlays, overlay_paths,
-                                        sources_from_paths)
+                                        heldout_families, load_frames, load_overlays,
+                                        overlay_paths, sources_from_paths)
 from fsplit_ros.models import LoadedBackbone, load_backbone
 from fsplit_ros.splitting import SplittableModel
 from fsplit_ros.training.config import TrainConfig
@@ -108,6 +108,41 @@ class TrainingData:
     overlays: list = field(default_factory=list)     # RGBA object cut-outs (cfg.overlay_p)
 
 
+def _heldout_from_config(cfg: TrainConfig) -> list[FrameSource]:
+    """cfg.heldout_sources: paths, and/or "family:A" / "family:B" for a held-out family of
+    fsplit_ros/datasets/frames.py (e.g. B when a warm start already trained on A's files)."""
+    paths = [str(p) for p in cfg.heldout_sources if not str(p).startswith("family:")]
+    out = (sources_from_paths(paths, cfg.heldout_every_kth_frame, cfg.frames_per_video) if paths else [])
+    for token in (str(p) for p in cfg.heldout_sources if str(p).startswith("family:")):
+        families = heldout_families(cfg.heldout_every_kth_frame)
+        name = token.split(":", 1)[1]
+        if name not in families:
+            raise FrameSourceError(f"heldout_sources: {token} is not a held-out family here (have "
+                                   f"{sorted(families)}; B needs the corpus: fsplit-data)")
+        out += families[name]
+    return out
+
+
+def init_from_train_sources(cfg: TrainConfig) -> list[str]:
+    """The files cfg.init_from's checkpoint (and, recursively, its own start) was trained on."""
+    if not cfg.init_from:
+        return []
+    _, info = load_bottleneck(cfg.init_from)
+    return list(info["metadata"].get("train_sources", []))
+
+
+def _check_init_from_never_saw(cfg: TrainConfig, heldout: list[FrameSource]) -> None:
+    """A warm start from a checkpoint trained on this run's held-out files would report optimistic
+    held-out numbers (and the profile's fidelity would carry them): refuse, saying what to do."""
+    seen = {str(s).split(" (")[0] for s in init_from_train_sources(cfg)}
+    leaked = sorted(s.name for s in heldout if s.name in seen)
+    if leaked:
+        raise FrameSourceError(
+            f"init_from {cfg.init_from} was trained on {len(leaked)} of this run's held-out files "
+            f"({', '.join(leaked[:5])}{', ...' if len(leaked) > 5 else ''}): set heldout_sources to "
+            f"files it never saw, e.g. [family:B] (the ViSP camera; fsplit-data)")
+
+
 def prepare_data(cfg: TrainConfig, backbone: LoadedBackbone, injection_split: int,
                  progress: bool = True) -> TrainingData:
     """Sources (the config's or the default corpus), decoded frames, and (if used) saliency."""
@@ -116,9 +151,9 @@ def prepare_data(cfg: TrainConfig, backbone: LoadedBackbone, injection_split: in
                                                         cfg.heldout_every_kth_frame)
     train = (sources_from_paths(cfg.train_sources, cfg.every_kth_frame, cfg.frames_per_video)
              if cfg.train_sources is not None else default_train)
-    heldout = (sources_from_paths(cfg.heldout_sources, cfg.heldout_every_kth_frame, cfg.frames_per_video)
-               if cfg.heldout_sources is not None else default_heldout)
+    heldout = (_heldout_from_config(cfg) if cfg.heldout_sources is not None else default_heldout)
     check_disjoint(train, heldout)
+    _check_init_from_never_saw(cfg, heldout)
     train_frames = load_frames(train, cfg.max_short_side, progress)
     heldout_frames = load_frames(heldout, cfg.max_short_side, progress) if heldout else []
     heldout_files = {s.file_key for s in heldout}
@@ -642,7 +677,9 @@ class BottleneckTrainer:
                              "mixup_p": cfg.mixup_p, "cutmix_p": cfg.cutmix_p},
             "head_split": self.bcfg.head_split, "transform": self.bcfg.transform,
             "init_from": self._init_from_record(),
-            "train_sources": [s.describe() for s in data.train_sources],
+            # a warm start's own training files count as trained on (fsplit-eval refuses them)
+            "train_sources": list(dict.fromkeys([s.describe() for s in data.train_sources]
+                                                + init_from_train_sources(cfg))),
             "heldout_sources": [s.describe() for s in data.heldout_sources],
             "frames": {"train": len(data.train_frames), "heldout": len(data.heldout_frames)},
             "final_train": {k: last[k] for k in ("loss", "mse", "bpp", "bits_per_image") if k in last},

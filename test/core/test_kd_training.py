@@ -109,6 +109,23 @@ def test_stage_two_changes_the_decoder_only_so_the_bytes_stay(kd_run, backbone, 
     assert info["metadata"]["init_from"]["hash"] == load_bottleneck(result.checkpoint)[1]["hash"]
 
 
+def test_a_warm_start_never_evaluates_on_what_its_checkpoint_trained_on(kd_run, backbone, tmp_path):
+    """init_from's training files count as this run's: held out, they are refused; otherwise they
+    are recorded, so fsplit-eval refuses them too."""
+    cfg, result = kd_run
+    from fsplit_ros.datasets.frames import FrameSourceError
+    leaky = cfg.replace(init_from=str(result.checkpoint), train_sources=TRAIN[8:16],
+                        heldout_sources=TRAIN[:2] + HELDOUT, out_dir=str(tmp_path))
+    with pytest.raises(FrameSourceError, match="init_from .* was trained on 2 of this run's held-out"):
+        prepare_data(leaky, backbone, 6, progress=False)
+    warm = leaky.replace(heldout_sources=HELDOUT, steps=2)
+    [second] = train_sweep(warm, progress=False, command="pytest warm start", backbone=backbone)
+    trained = {s.split(" (")[0] for s in second.metadata["train_sources"]}
+    assert {p.rsplit("/", 1)[-1] for p in TRAIN[:16]} <= trained     # its own 8 and the first run's 8
+    with pytest.raises(FrameSourceError, match="not a held-out family"):
+        prepare_data(cfg.replace(heldout_sources=["family:C"]), backbone, 6, progress=False)
+
+
 def test_stage_two_needs_a_checkpoint_and_kd_options_are_checked():
     with pytest.raises(ValueError, match="init_from"):
         TrainConfig(freeze_encoder=True)
