@@ -84,7 +84,8 @@ def main(argv=None) -> int:
         rows, info = evaluate(args.backbone, [Path(c) for c in args.checkpoints], frames, photos,
                               qualities=args.qualities or JPEG_WEBP_QUALITIES,
                               split_codecs=args.split_codecs or SPLIT_CODECS,
-                              heldout_names=[s.path.name for s in heldout])
+                              heldout_names=[s.path.name for s in heldout],
+                              heldout_paths=[s.path for s in heldout])
     except (TrainedOnHeldOut, ValueError, OSError) as exc:
         print(f"fsplit-eval: {exc}", file=sys.stderr)
         return 2
@@ -123,7 +124,8 @@ def _evaluate_detector(args, argv, frames, heldout, family) -> int:
         rows, info = fidelity.evaluate_detection(frames, args.backbone, [Path(c) for c in args.checkpoints],
                                         qualities=args.qualities or fidelity.IMAGE_QUALITIES,
                                         split_codecs=args.split_codecs or fidelity.SPLIT_CODECS,
-                                        heldout_names=[s.path.name for s in heldout])
+                                        heldout_names=[s.path.name for s in heldout],
+                              heldout_paths=[s.path for s in heldout])
     except (TrainedOnHeldOut, ValueError, OSError) as exc:
         print(f"fsplit-eval: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ kept in memory as uint8 RGB.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import warnings
@@ -57,6 +58,17 @@ CAMERA_FRAMES_PER_SEQUENCE = 50    # family B: frames per ViSP sequence, spread 
 
 class FrameSourceError(ValueError):
     """A source cannot be used (missing, unreadable, empty); the message says what to do."""
+
+
+@functools.lru_cache(maxsize=4096)
+def file_digest(path: Path | str) -> str:
+    """sha256 (first 16 hex digits) of a file's bytes: which file a checkpoint trained on, when
+    names repeat (the corpus has a "2560x1600.jpg" in many wallpaper folders)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

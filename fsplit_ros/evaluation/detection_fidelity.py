@@ -109,7 +109,8 @@ def evaluate_configuration(dep: Deployment, enc: OnboardEncoder, dec: EdgeDecode
 
 @torch.no_grad()
 def evaluate_detection(frames: list[np.ndarray], detector: str = "nanodet", checkpoints=(),
-                       qualities=IMAGE_QUALITIES, split_codecs=SPLIT_CODECS, heldout_names=()
+                       qualities=IMAGE_QUALITIES, split_codecs=SPLIT_CODECS, heldout_names=(),
+                       heldout_paths=()
                        ) -> tuple[list[DetectionRow], dict]:
     """Every configuration on the same held-out RGB frames; checkpoints trained on any of
     `heldout_names` are refused."""
@@ -117,7 +118,7 @@ def evaluate_detection(frames: list[np.ndarray], detector: str = "nanodet", chec
     bottlenecks = {}
     for path in checkpoints:
         bdep = Deployment.load(detector, bottleneck=path)
-        check_not_trained_on(Path(path), bdep.bottleneck_metadata or {}, heldout_names)
+        check_not_trained_on(Path(path), bdep.bottleneck_metadata or {}, heldout_names, heldout_paths)
         bottlenecks[str(path)] = bdep
     base = OnboardEncoder(dep)
     prepared = [base.prepare(f) for f in frames]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fsplit_ros.datasets.frames import file_digest
 from fsplit_ros.evaluation.intervals import wilson_interval
 from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
 
@@ -28,13 +29,24 @@ class TrainedOnHeldOut(ValueError):
     """A checkpoint's training sources include a file of the evaluation's held-out set."""
 
 
-def check_not_trained_on(checkpoint: Path, metadata: dict, heldout_names) -> None:
-    """Refuse to evaluate a checkpoint on frames it was trained on (by source file name, as the
-    trainer records them: 'vtest.avi (every 1, max 800)' or 'imagenet_00_243.jpg')."""
+def check_not_trained_on(checkpoint: Path, metadata: dict, heldout_names, heldout_paths=()) -> None:
+    """Refuse to evaluate a checkpoint on frames it was trained on: by source file name, as the
+    trainer records them ('vtest.avi (every 1, max 800)', 'imagenet_00_243.jpg'), and, where the
+    checkpoint records its files' digests (`train_file_digests`) and `heldout_paths` are given, by
+    content: a same-named other file passes, the same file under another name does not."""
     trained = {str(s).split(" (")[0] for s in metadata.get("train_sources", [])}
-    leaked = sorted(trained & set(heldout_names))
+    digests = {name: set(d) for name, d in metadata.get("train_file_digests", {}).items()}
+    pairs = list(zip(heldout_names, heldout_paths)) if heldout_paths else [(n, None) for n in heldout_names]
+    every_digest = set().union(*digests.values()) if digests else set()
+    leaked = set()
+    for name, path in pairs:
+        if name in trained:
+            if path is None or name not in digests or file_digest(path) in digests[name]:
+                leaked.add(name)
+        elif path is not None and every_digest and file_digest(path) in every_digest:
+            leaked.add(name)
     if leaked:
-        raise TrainedOnHeldOut(f"{checkpoint} was trained on {leaked}, which this evaluation holds out: "
+        raise TrainedOnHeldOut(f"{checkpoint} was trained on {sorted(leaked)}, which this evaluation holds out: "
                                f"retrain without them or evaluate on other files")
 
 
@@ -85,14 +97,14 @@ def evaluate_configuration(enc: OnboardEncoder, dec: EdgeDecoder, prepared, refe
 @torch.no_grad()
 def evaluate(backbone: str, checkpoints: list[Path], frames: list[np.ndarray], photos: list[tuple[np.ndarray, int]],
              qualities=JPEG_WEBP_QUALITIES, split_codecs=SPLIT_CODECS,
-             heldout_names=()) -> tuple[list[Row], dict]:
+             heldout_names=(), heldout_paths=()) -> tuple[list[Row], dict]:
     """Every configuration on the same frames; `heldout_names` (file names) must not appear in any
     checkpoint's training sources."""
     dep = Deployment.load(backbone, bottleneck=None)
     bottlenecks = {}
     for path in checkpoints:   # load and vet every checkpoint before the long run starts
         bdep = Deployment.load(backbone, bottleneck=path)
-        check_not_trained_on(path, bdep.bottleneck_metadata or {}, heldout_names)
+        check_not_trained_on(path, bdep.bottleneck_metadata or {}, heldout_names, heldout_paths)
         bottlenecks[str(path)] = bdep
     base = OnboardEncoder(dep)
     prepared = [base.prepare(f) for f in frames]

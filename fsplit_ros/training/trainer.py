@@ -35,8 +35,8 @@ from fsplit_ros.evaluation.detection_fidelity import (EVALUATION_THRESHOLD, REFE
                                                      fidelity_map)
 from fsplit_ros.datasets.frames import (Augmentation, Frame, FrameDataset, FrameSource,
                                         FrameSourceError, check_disjoint, default_corpus,
-                                        heldout_families, load_frames, load_overlays,
-                                        overlay_paths, sources_from_paths)
+                                        file_digest, heldout_families, load_frames,
+                                        load_overlays, overlay_paths, sources_from_paths)
 from fsplit_ros.models import LoadedBackbone, load_backbone
 from fsplit_ros.splitting import SplittableModel
 from fsplit_ros.training.config import TrainConfig
@@ -131,16 +131,35 @@ def init_from_train_sources(cfg: TrainConfig) -> list[str]:
     return list(info["metadata"].get("train_sources", []))
 
 
+def train_file_digests(sources: list[FrameSource], cfg: TrainConfig) -> dict[str, list[str]]:
+    """{file name: content digests} of the training files (names repeat in the corpus): lets
+    fsplit-eval tell a same-named other file from the one trained on. A warm start's digests are
+    merged; names its checkpoint trained on without digests get none, so they stay refused by name."""
+    out: dict[str, set[str]] = {}
+    if cfg.init_from:
+        _, info = load_bottleneck(cfg.init_from)
+        for name, digests in info["metadata"].get("train_file_digests", {}).items():
+            out.setdefault(name, set()).update(digests)
+    undigested = {str(s).split(" (")[0] for s in init_from_train_sources(cfg)} - set(out)
+    for source in sources:
+        if source.name not in undigested:
+            out.setdefault(source.name, set()).add(file_digest(source.path))
+    return {name: sorted(digests) for name, digests in sorted(out.items())}
+
+
 def _check_init_from_never_saw(cfg: TrainConfig, heldout: list[FrameSource]) -> None:
     """A warm start from a checkpoint trained on this run's held-out files would report optimistic
     held-out numbers (and the profile's fidelity would carry them): refuse, saying what to do."""
-    seen = {str(s).split(" (")[0] for s in init_from_train_sources(cfg)}
-    leaked = sorted(s.name for s in heldout if s.name in seen)
-    if leaked:
-        raise FrameSourceError(
-            f"init_from {cfg.init_from} was trained on {len(leaked)} of this run's held-out files "
-            f"({', '.join(leaked[:5])}{', ...' if len(leaked) > 5 else ''}): set heldout_sources to "
-            f"files it never saw, e.g. [family:B] (the ViSP camera; fsplit-data)")
+    if not cfg.init_from:
+        return
+    from fsplit_ros.evaluation.rate_accuracy import TrainedOnHeldOut, check_not_trained_on
+    _, info = load_bottleneck(cfg.init_from)
+    try:
+        check_not_trained_on(Path(cfg.init_from), info["metadata"], [s.name for s in heldout],
+                             [s.path for s in heldout])
+    except TrainedOnHeldOut as exc:
+        raise FrameSourceError(f"init_from: {exc}; as this run's held-out set, set heldout_sources to "
+                               f"files it never saw, e.g. [family:B] (the ViSP camera; fsplit-data)") from None
 
 
 def prepare_data(cfg: TrainConfig, backbone: LoadedBackbone, injection_split: int,
@@ -680,6 +699,7 @@ class BottleneckTrainer:
             # a warm start's own training files count as trained on (fsplit-eval refuses them)
             "train_sources": list(dict.fromkeys([s.describe() for s in data.train_sources]
                                                 + init_from_train_sources(cfg))),
+            "train_file_digests": train_file_digests(data.train_sources, cfg),
             "heldout_sources": [s.describe() for s in data.heldout_sources],
             "frames": {"train": len(data.train_frames), "heldout": len(data.heldout_frames)},
             "final_train": {k: last[k] for k in ("loss", "mse", "bpp", "bits_per_image") if k in last},

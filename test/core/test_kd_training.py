@@ -116,12 +116,13 @@ def test_a_warm_start_never_evaluates_on_what_its_checkpoint_trained_on(kd_run, 
     from fsplit_ros.datasets.frames import FrameSourceError
     leaky = cfg.replace(init_from=str(result.checkpoint), train_sources=TRAIN[8:16],
                         heldout_sources=TRAIN[:2] + HELDOUT, out_dir=str(tmp_path))
-    with pytest.raises(FrameSourceError, match="init_from .* was trained on 2 of this run's held-out"):
+    with pytest.raises(FrameSourceError, match="init_from: .* was trained on .*imagenet"):
         prepare_data(leaky, backbone, 6, progress=False)
     warm = leaky.replace(heldout_sources=HELDOUT, steps=2)
     [second] = train_sweep(warm, progress=False, command="pytest warm start", backbone=backbone)
     trained = {s.split(" (")[0] for s in second.metadata["train_sources"]}
     assert {p.rsplit("/", 1)[-1] for p in TRAIN[:16]} <= trained     # its own 8 and the first run's 8
+    assert set(second.metadata["train_file_digests"]) == trained      # by content too
     with pytest.raises(FrameSourceError, match="not a held-out family"):
         prepare_data(cfg.replace(heldout_sources=["family:C"]), backbone, 6, progress=False)
 

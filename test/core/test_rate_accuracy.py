@@ -111,3 +111,25 @@ def test_wilson_interval():
     assert wilson_interval(10, 10)[0] > 0.65
     narrow, wide = wilson_interval(850, 1000), wilson_interval(85, 100)
     assert narrow[1] - narrow[0] < 0.35 * (wide[1] - wide[0]) + 0.01
+
+
+def test_refusal_tells_same_named_files_apart_by_content(tmp_path):
+    """The corpus repeats names ("2560x1600.jpg" in many wallpaper folders): with digests recorded,
+    only the very file trained on is refused, under any name; without them, the name decides."""
+    from pathlib import Path
+    from fsplit_ros.datasets.frames import file_digest
+    from fsplit_ros.evaluation.rate_accuracy import TrainedOnHeldOut, check_not_trained_on
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    trained, other = tmp_path / "a" / "2560x1600.jpg", tmp_path / "b" / "2560x1600.jpg"
+    trained.write_bytes(b"trained on")
+    other.write_bytes(b"another photo")
+    renamed = tmp_path / "renamed.jpg"
+    renamed.write_bytes(b"trained on")
+    meta = {"train_sources": ["2560x1600.jpg"], "train_file_digests": {"2560x1600.jpg": [file_digest(trained)]}}
+    check_not_trained_on(Path("ckpt"), meta, ["2560x1600.jpg"], [other])            # another file: fine
+    for name, path in (("2560x1600.jpg", trained), ("renamed.jpg", renamed)):
+        with pytest.raises(TrainedOnHeldOut, match=name):
+            check_not_trained_on(Path("ckpt"), meta, [name], [path])
+    with pytest.raises(TrainedOnHeldOut):                                             # no digests: by name
+        check_not_trained_on(Path("ckpt"), {"train_sources": ["2560x1600.jpg"]}, ["2560x1600.jpg"], [other])
