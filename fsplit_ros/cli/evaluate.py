@@ -125,7 +125,7 @@ def _evaluate_detector(args, argv, frames, heldout, family) -> int:
                                         qualities=args.qualities or fidelity.IMAGE_QUALITIES,
                                         split_codecs=args.split_codecs or fidelity.SPLIT_CODECS,
                                         heldout_names=[s.path.name for s in heldout],
-                              heldout_paths=[s.path for s in heldout])
+                                        heldout_paths=[s.path for s in heldout])
     except (TrainedOnHeldOut, ValueError, OSError) as exc:
         print(f"fsplit-eval: {exc}", file=sys.stderr)
         return 2

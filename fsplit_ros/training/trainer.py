@@ -35,8 +35,9 @@ from fsplit_ros.evaluation.detection_fidelity import (EVALUATION_THRESHOLD, REFE
                                                      fidelity_map)
 from fsplit_ros.datasets.frames import (Augmentation, Frame, FrameDataset, FrameSource,
                                         FrameSourceError, check_disjoint, default_corpus,
-                                        file_digest, heldout_families, load_frames,
-                                        load_overlays, overlay_paths, sources_from_paths)
+                                        described_name, file_digest, heldout_families,
+                                        load_frames, load_overlays, overlay_paths,
+                                        sources_from_paths)
 from fsplit_ros.models import LoadedBackbone, load_backbone
 from fsplit_ros.splitting import SplittableModel
 from fsplit_ros.training.config import TrainConfig
@@ -137,11 +138,10 @@ def train_file_digests(sources: list[FrameSource], cfg: TrainConfig) -> dict[str
     fsplit-eval tell a same-named other file from the one trained on. A warm start's digests are
     merged; names its checkpoint trained on without digests get none, so they stay refused by name."""
     out: dict[str, set[str]] = {}
-    if cfg.init_from:
-        _, info = load_bottleneck(cfg.init_from)
-        for name, digests in info["metadata"].get("train_file_digests", {}).items():
-            out.setdefault(name, set()).update(digests)
-    undigested = {str(s).split(" (")[0] for s in init_from_train_sources(cfg)} - set(out)
+    warm = load_bottleneck(cfg.init_from)[1]["metadata"] if cfg.init_from else {}
+    for name, digests in warm.get("train_file_digests", {}).items():
+        out.setdefault(name, set()).update(digests)
+    undigested = {described_name(s) for s in warm.get("train_sources", [])} - set(out)
     for source in sources:
         if source.name not in undigested:
             out.setdefault(source.name, set()).add(file_digest(source.path))
