@@ -44,7 +44,12 @@ class BottleneckConfig:
     head_stride: int | None = None    # target's): resolved from the backbone by the trainer
     transform: str = "gdn"     # "head" only: "gdn" = 3x3 conv, GDN, 3x3 conv (the first design);
                                # "light" = depthwise 3x3 (at the stride), 1x1, GDN, 1x1: 1x1-heavy,
-                               # a fraction of the onboard time (BENCHMARKS.md, section 2)
+                               # a fraction of the onboard time (BENCHMARKS.md, section 2);
+                               # "linear" = one 1x1 convolution (a learned transform-coding basis,
+                               # started from the features' principal components: init_from_pca)
+    decoder: str = "gdn"       # g_s: "gdn" = 3x3 conv, IGDN, 3x3 conv, IGDN, 3x3 conv; "residual" =
+                               # a 1x1 convolution (the inverse basis) plus that GDN branch, whose
+                               # last layer starts at zero: g_s starts as the exact inverse of g_a
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,7 +80,9 @@ class BottleneckConfig:
 
 
 ENCODERS = ("image", "head")
-TRANSFORMS = ("gdn", "light")
+DECODERS = ("gdn", "residual")
+TARGET_STRIDES = (4, 8, 16, 32)   # 16/32: a deep injection point (a 14x14 or 7x7 map at 224)
+TRANSFORMS = ("gdn", "light", "linear")
 
 
 def _conv(cin, cout, k, stride=1):
@@ -103,6 +110,8 @@ def head_transform(kind: str, head_channels: int, width: int, latent_channels: i
         return nn.Sequential(nn.Conv2d(head_channels, head_channels, 3, stride, 1, groups=head_channels),
                              nn.Conv2d(head_channels, width, 1), GDN(width),
                              nn.Conv2d(width, latent_channels, 1))
+    if kind == "linear":
+        return nn.Sequential(nn.Conv2d(head_channels, latent_channels, stride, stride))
     raise ValueError(f"unknown transform '{kind}': use one of {TRANSFORMS}")
 
 
@@ -127,6 +136,59 @@ class HeadEncoder(nn.Module):
         return self.transform(self.head(x))
 
 
+def gdn_decoder(latent_channels: int, width: int, target_channels: int, upsample: int) -> nn.Sequential:
+    """The convolutional decoder blueprint for CNN tails (runs on the edge, so it may be heavier)."""
+    up = [nn.Upsample(scale_factor=upsample, mode="nearest")] if upsample > 1 else []
+    return nn.Sequential(_conv(latent_channels, width, 3), GDN(width, inverse=True), *up,
+                         _conv(width, width, 3), GDN(width, inverse=True),
+                         _conv(width, target_channels, 3))
+
+
+class ResidualDecoder(nn.Module):
+    """g_s = linear(z) + branch(z): a 1x1 map back to the target (the inverse of a "linear" g_a's
+    basis) and the GDN blueprint, its last layer zero at the start. Trained from a principal-
+    component start, it begins as classical transform coding and learns what the tail needs."""
+
+    def __init__(self, latent_channels: int, width: int, target_channels: int, upsample: int):
+        super().__init__()
+        self.linear = nn.Conv2d(latent_channels, target_channels, 1)
+        self.branch = gdn_decoder(latent_channels, width, target_channels, 1)
+        nn.init.zeros_(self.branch[-1].weight)
+        nn.init.zeros_(self.branch[-1].bias)
+        self.upsample = nn.Upsample(scale_factor=upsample, mode="nearest") if upsample > 1 else nn.Identity()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.upsample(self.linear(z) + self.branch(z))
+
+
+@torch.no_grad()
+def init_from_pca(model: "FrankenSplitBottleneck", features: torch.Tensor, step: float) -> None:
+    """Start a "linear" g_a and a "residual" g_s as transform coding of `features` (N,C,H,W at the
+    head's output): g_a projects on the top principal components and divides by `step` (rounding
+    z then quantizes each component with that step); g_s maps back. Decorrelated components suit
+    the factorized prior, and the tail sees near-exact features from the first step on."""
+    c = model.config
+    if c.transform != "linear" or c.decoder != "residual" or c.transform_stride != 1:
+        raise ValueError("init_from_pca needs transform 'linear' (stride 1) and decoder 'residual'")
+    if step <= 0:
+        raise ValueError(f"the PCA quantization step must be > 0, got {step}")
+    if features.dim() != 4 or features.shape[1] != c.encoder_head_channels:
+        raise ValueError(f"features of shape {tuple(features.shape)} are not the head's output "
+                         f"({c.encoder_head_channels} channels)")
+    if c.latent_channels > c.encoder_head_channels:
+        raise ValueError(f"latent_channels {c.latent_channels} exceeds the head's {c.encoder_head_channels}")
+    v = features.double().permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+    mean = v.mean(0)
+    _, eigenvectors = torch.linalg.eigh((v - mean).T @ (v - mean) / len(v))
+    basis = eigenvectors.flip(1)[:, :c.latent_channels]                  # (C, L), by variance
+    encode = model.g_a.transform[0]
+    encode.weight.copy_((basis.T / step).reshape(encode.weight.shape).float())
+    encode.bias.copy_((-(basis.T @ mean) / step).float())
+    decode = model.g_s.linear
+    decode.weight.copy_((basis * step).reshape(decode.weight.shape).float())
+    decode.bias.copy_(mean.float())
+
+
 class FrankenSplitBottleneck(nn.Module):
     def __init__(self, config: BottleneckConfig, head: nn.Module | None = None):
         """`head`: the initial weights of a "head" encoder's backbone layers (the trainer passes a
@@ -136,8 +198,8 @@ class FrankenSplitBottleneck(nn.Module):
             raise ValueError(f"unknown encoder '{config.encoder}': use one of {ENCODERS}")
         if config.input_size % 8:
             raise ValueError(f"input_size must be a multiple of 8, got {config.input_size}")
-        if config.target_stride not in (4, 8):
-            raise ValueError(f"the decoder blueprint supports target stride 4 or 8, got "
+        if config.target_stride not in TARGET_STRIDES:
+            raise ValueError(f"the decoder blueprint supports target strides {TARGET_STRIDES}, got "
                              f"{config.target_stride}")
         if head is not None and config.encoder != "head":
             raise ValueError(f"a head was given, but the encoder is '{config.encoder}'")
@@ -147,6 +209,8 @@ class FrankenSplitBottleneck(nn.Module):
         if config.transform not in TRANSFORMS or (config.transform != "gdn" and config.encoder != "head"):
             raise ValueError(f"transform must be one of {TRANSFORMS} ('light' needs the 'head' "
                              f"encoder); got '{config.transform}' with '{config.encoder}'")
+        if config.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder '{config.decoder}': use one of {DECODERS}")
         if config.head_split is not None and (config.encoder != "head" or not
                                               0 < config.head_split <= config.injection_split):
             raise ValueError(f"head_split must lie in 1..injection_split ({config.injection_split}) "
@@ -167,20 +231,32 @@ class FrankenSplitBottleneck(nn.Module):
             # three strided 5x5 convolutions with GDN (stride 8 overall); ~124K parameters at 48/48.
             self.g_a = nn.Sequential(_conv(3, e, 5, 2), GDN(e), _conv(e, e, 5, 2), GDN(e),
                                      _conv(e, c, 5, 2))
-        # g_s: convolutional blueprint for CNN tails (runs on the edge, so it may be heavier).
         upsample = config.latent_stride // config.target_stride
-        up = [nn.Upsample(scale_factor=upsample, mode="nearest")] if upsample > 1 else []
-        self.g_s = nn.Sequential(_conv(c, d, 3), GDN(d, inverse=True), *up, _conv(d, d, 3),
-                                 GDN(d, inverse=True), _conv(d, config.target_channels, 3))
+        self.g_s = (ResidualDecoder(c, d, config.target_channels, upsample) if config.decoder == "residual"
+                    else gdn_decoder(c, d, config.target_channels, upsample))
         self.entropy_bottleneck = EntropyBottleneck(c)
+
+    def forward_from_head(self, head_features: torch.Tensor, straight_through: bool = False
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() given the output of a "head" encoder's backbone layers (training with a frozen
+        head that ends at the injection point: those are the teacher's h, computed once)."""
+        return self._code(self.g_a.transform(head_features), straight_through)
 
     def encoder_parameter_count(self) -> int:
         return sum(p.numel() for p in self.g_a.parameters())
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, straight_through: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Training/evaluation pass: (h_tilde, likelihoods) with noise-relaxed quantisation."""
-        z = self.g_a(x)
+        return self._code(self.g_a(x), straight_through)
+
+    def _code(self, z: torch.Tensor, straight_through: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Likelihoods of the noise-relaxed latent. g_s decodes that latent, or with
+        `straight_through` the rounded one the deployed coder sends (gradients pass unchanged):
+        the decoder then trains on exactly what it will see, the rate still on the relaxation."""
         z_tilde, likelihoods = self.entropy_bottleneck(z)
+        if straight_through:
+            medians = self.entropy_bottleneck._get_medians()
+            z_tilde = z + (torch.round(z - medians) + medians - z).detach()
         return self.g_s(z_tilde), likelihoods
 
     def aux_loss(self) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from fsplit_ros.bottleneck.network import ENCODERS, TRANSFORMS
+from fsplit_ros.bottleneck.network import DECODERS, ENCODERS, TRANSFORMS
 from fsplit_ros.datasets.frames import (DEFAULT_FRAMES_PER_VIDEO, DEFAULT_HELDOUT_EVERY,
                                         DEFAULT_MAX_SHORT_SIDE)
 
@@ -26,7 +26,15 @@ class TrainConfig:
     transform_stride: int = 1                   # "head": 2 halves the latent grid (large maps)
     head_split: int | None = None               # "head": backbone units in g_a (None = up to the
                                                 # injection split; fewer = a cheaper encoder)
-    transform: str = "gdn"                      # "head": "gdn" (3x3) or "light" (1x1-heavy)
+    transform: str = "gdn"                      # "head": "gdn" (3x3), "light" (1x1-heavy) or
+                                                # "linear" (one 1x1: a learned transform basis)
+    decoder: str = "gdn"                        # g_s: "gdn" or "residual" (1x1 inverse + GDN branch)
+    pca_init_step: float | None = None          # "linear" + "residual": start as transform coding
+                                                # of the head's features (principal components,
+                                                # this quantization step; network.init_from_pca)
+    straight_through: bool = False              # g_s trains on the rounded latent (the deployed
+                                                # one; gradients straight through), not the noisy
+    pca_init_views: int = 256                   # training views the principal components come from
     latent_channels: int = 48
     encoder_channels: int = 48                  # g_a width ("head": of the transform after it)
     decoder_channels: int = 96
@@ -43,6 +51,10 @@ class TrainConfig:
                                                 # decoder learns before the rate squeezes the latent
     freeze_encoder: bool = False                # stage 2: g_a and the prior fixed (init_from's),
                                                 # so the bytes stay; only g_s learns
+    freeze_head: bool = False                   # "head": the copied backbone layers stay the
+                                                # backbone's (only the transform, g_s and the prior
+                                                # learn); with head_split unset g_a then starts from
+                                                # the teacher's own h, computed once per batch
     # --- optimisation ---------------------------------------------------------------------------
     batch_size: int = 16
     steps: int = 20000
@@ -106,6 +118,14 @@ class TrainConfig:
         if self.freeze_encoder and not self.init_from:
             raise ValueError("freeze_encoder (stage 2) fine-tunes g_s of a trained bottleneck: set "
                              "init_from to its checkpoint")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got '{self.decoder}'")
+        if self.pca_init_step is not None and (self.transform != "linear" or self.decoder != "residual"):
+            raise ValueError("pca_init_step starts a 'linear' transform and a 'residual' decoder: set "
+                             "transform: linear and decoder: residual, or pca_init_step: null")
+        if self.freeze_head and self.encoder != "head":
+            raise ValueError("freeze_head keeps the copied backbone layers of a 'head' encoder fixed: "
+                             "set encoder: head, or freeze_head: false")
         if self.uses_saliency and max(self.overlay_p, self.mixup_p, self.cutmix_p) > 0:
             raise ValueError("saliency maps cannot follow overlays, mixup or cutmix: set saliency: "
                              "false (or --no-saliency), or overlay_p/mixup_p/cutmix_p to 0")

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from fsplit_ros.bottleneck import (BottleneckConfig, FrankenSplitBottleneck, load_bottleneck,
                                    save_bottleneck)
+from fsplit_ros.bottleneck.network import init_from_pca
 from fsplit_ros.evaluation.detection_fidelity import (EVALUATION_THRESHOLD, REFERENCE_THRESHOLD,
                                                      fidelity_map)
 from fsplit_ros.datasets.frames import (Augmentation, Frame, FrameDataset, FrameSource,
@@ -89,7 +90,7 @@ def resolve_bottleneck_config(cfg: TrainConfig, backbone: LoadedBackbone) -> Bot
                             decoder_channels=cfg.decoder_channels, encoder=cfg.encoder,
                             transform_stride=cfg.transform_stride, head_split=head_split,
                             head_channels=head_channels, head_stride=head_stride,
-                            transform=cfg.transform)
+                            transform=cfg.transform, decoder=cfg.decoder)
 
 
 def _model_device(backbone: LoadedBackbone) -> torch.device:
@@ -318,6 +319,9 @@ class BottleneckTrainer:
         self.teacher = split.head(self.bcfg.injection_split)
         self.tail = split.tail(self.bcfg.injection_split)
         self.encoder_head = split.head(self.bcfg.encoder_split)
+        # a frozen head up to the injection point computes exactly the teacher's h
+        self.shares_teacher_head = (cfg.freeze_head and self.bcfg.encoder == "head"
+                                    and self.bcfg.encoder_split == self.bcfg.injection_split)
         self.is_detector = backbone.detector is not None
         self.stages = self._feature_stages(split) if cfg.feature_weight > 0 else []
         if cfg.train_patch and cfg.train_patch % self.bcfg.latent_stride:
@@ -393,10 +397,26 @@ class BottleneckTrainer:
                     f"init_from {self.cfg.init_from} is a bottleneck for {info['config']}, but this run "
                     f"trains {self.bcfg.to_dict()}: start from a checkpoint of the same architecture")
             model = warm.requires_grad_(True)
+        elif self.cfg.pca_init_step is not None:
+            init_from_pca(model, self._head_features(self.cfg.pca_init_views), self.cfg.pca_init_step)
+        if self.cfg.freeze_head:      # the backbone's own layers, unchanged: only what follows learns
+            model.g_a.head.requires_grad_(False)
         if self.cfg.freeze_encoder:   # stage 2: the bytes of every frame stay those of init_from
             model.g_a.requires_grad_(False)
             model.entropy_bottleneck.requires_grad_(False)
         return model.to(self.device, memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def _head_features(self, views: int) -> torch.Tensor:
+        """The encoder head's output on `views` augmented training views (fixed seeds: the same
+        views every run), for the principal-component start."""
+        sampler = StepBatches(len(self.train_set), self.cfg.batch_size, self.cfg.seed + 17, 0,
+                              math.ceil(views / self.cfg.batch_size))
+        feats = []
+        for batch in sampler:
+            x = torch.stack([self.train_set[key]["image"] for key in batch]).to(self.device)
+            feats.append(self.encoder_head(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+        return torch.cat(feats)[:views]
 
     def _save_state(self, model, opt, aux_opt, step, log, evals, seconds):
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -481,7 +501,10 @@ class BottleneckTrainer:
             h = self.teacher(x)
             if cfg.kd_weight > 0 or cfg.feature_weight > 0:
                 teacher_out, teacher_feats = self.tail_outputs(h)
-        h_tilde, likelihoods = model(x)
+        if self.shares_teacher_head:
+            h_tilde, likelihoods = model.forward_from_head(h, cfg.straight_through)
+        else:
+            h_tilde, likelihoods = model(x, cfg.straight_through)
         sq = (h - h_tilde).pow(2)
         mse = sq.mean()
         out = {"mse": mse}
@@ -691,11 +714,14 @@ class BottleneckTrainer:
             "objective": {"distill_weight": cfg.distill_weight, "kd_weight": cfg.kd_weight,
                           "kd_temperature": cfg.kd_temperature, "feature_weight": cfg.feature_weight,
                           "feature_stages": self.stages, "freeze_encoder": cfg.freeze_encoder,
+                          "freeze_head": cfg.freeze_head,
                           "rate_warmup_steps": cfg.rate_warmup_steps},
             "augmentation": {"crop_scale": list(cfg.crop_scale), "grayscale_p": cfg.grayscale_p,
                              "overlay_p": cfg.overlay_p, "overlays": len(data.overlays),
                              "mixup_p": cfg.mixup_p, "cutmix_p": cfg.cutmix_p},
             "head_split": self.bcfg.head_split, "transform": self.bcfg.transform,
+            "decoder": self.bcfg.decoder, "pca_init_step": cfg.pca_init_step,
+            "straight_through": cfg.straight_through,
             "init_from": self._init_from_record(),
             # a warm start's own training files count as trained on (fsplit-eval refuses them)
             "train_sources": list(dict.fromkeys([s.describe() for s in data.train_sources]

@@ -1,0 +1,118 @@
+"""The deep-injection bottleneck (config/train_lite0_deep.yaml): the backbone's own layers, frozen,
+up to a stride-32 point, then a linear transform started from the features' principal components
+and a residual decoder. At the start it is classical transform coding (bit-exact through the real
+entropy coder); training changes only what follows the head."""
+import pytest
+import torch
+
+from fsplit_ros.bottleneck import BottleneckConfig, FrankenSplitBottleneck, load_bottleneck
+from fsplit_ros.bottleneck.network import init_from_pca
+from fsplit_ros.datasets.offline import labelled_imagenet_photos
+from fsplit_ros.models import load_backbone, preprocess_rgb
+from fsplit_ros.splitting import SplittableModel
+from fsplit_ros.training.config import TrainConfig
+from fsplit_ros.training.trainer import train_sweep
+
+PHOTOS = [str(p) for p, _ in labelled_imagenet_photos()]
+DEEP = dict(backbone="efficientnet_lite0", injection_split=13, target_stride=32, encoder="head",
+            freeze_head=True, transform="linear", decoder="residual", latent_channels=192,
+            decoder_channels=32, saliency=False, gammas=(1.0, 0.0), distill_weight=0.07, kd_weight=1.0,
+            feature_weight=1.0, betas=[0.2], batch_size=4, lr=5e-4, lr_schedule="constant",
+            crop_scale=(0.8, 1.0), log_every=1, checkpoint_every=1000, eval_every=0, workers=0,
+            seed=0, train_patch=None, train_sources=PHOTOS[:8], heldout_sources=PHOTOS[16:],
+            pca_init_views=8)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_backbone("efficientnet_lite0")
+
+
+def _inputs(paths):
+    import cv2
+    return torch.cat([preprocess_rgb(cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB), 224, 0.875,
+                                     (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) for p in paths])
+
+
+def _deep_model(backbone, step, latent=192):
+    split = SplittableModel(backbone.model)
+    config = BottleneckConfig(backbone="efficientnet_lite0", injection_split=13, target_channels=192,
+                              target_stride=32, encoder="head", transform="linear", decoder="residual",
+                              latent_channels=latent, decoder_channels=32)
+    import copy
+    model = FrankenSplitBottleneck(config, head=copy.deepcopy(split.head(13))).eval()
+    with torch.no_grad():
+        feats = split.head(13)(_inputs(PHOTOS[:16]))
+    init_from_pca(model, feats, step)
+    model.update_tables()
+    return model, split
+
+
+@torch.no_grad()
+def test_a_pca_start_is_transform_coding_through_the_real_coder(backbone):
+    """Rounding the principal components with step s: the decoded features differ from the head's
+    by at most s/2 per component (an orthonormal basis), and the bytes fall as s grows."""
+    x = _inputs(PHOTOS[16:])
+    sizes = []
+    for step in (0.25, 1.0, 4.0):
+        model, split = _deep_model(backbone, step)
+        strings, shape = model.compress(x)
+        assert shape == (192, 7, 7)
+        h = split.head(13)(x)
+        h_tilde = model.decompress(strings, shape)
+        err = (h - h_tilde).permute(0, 2, 3, 1).reshape(-1, 192)
+        # per position the error is basis @ (rounding error), |rounding error| <= s/2 per component
+        assert float(err.norm(dim=1).max()) <= step / 2 * 192 ** 0.5 + 1e-3
+        assert float(err.pow(2).mean()) < step ** 2 / 12 * 1.5
+        sizes.append(sum(map(len, strings)) / len(x))
+        if step == 0.25:   # near-lossless: the tail decides as the whole model does
+            assert torch.equal(split.tail(13)(h_tilde).argmax(1), backbone.model(x).argmax(1))
+    assert sizes[0] > sizes[1] > sizes[2], sizes
+
+
+def test_pca_start_needs_the_linear_design():
+    config = BottleneckConfig(backbone="efficientnet_lite0", injection_split=13, target_channels=192,
+                              target_stride=32, encoder="head", transform="light", latent_channels=16)
+    with pytest.raises(ValueError, match="linear"):
+        init_from_pca(FrankenSplitBottleneck(config), torch.zeros(2, 192, 7, 7), 1.0)
+    with pytest.raises(ValueError, match="pca_init_step"):
+        TrainConfig(pca_init_step=1.0, transform="light")
+    with pytest.raises(ValueError, match="freeze_head"):
+        TrainConfig(freeze_head=True, encoder="image")
+    with pytest.raises(ValueError, match="decoder"):
+        TrainConfig(decoder="mlp")
+    with pytest.raises(ValueError, match="target strides"):
+        FrankenSplitBottleneck(BottleneckConfig(backbone="efficientnet_lite0", injection_split=13,
+                                                target_channels=192, target_stride=64, encoder="head"))
+
+
+def test_a_frozen_head_run_trains_only_what_follows_the_head(backbone, tmp_path):
+    """freeze_head: the copied layers stay the backbone's, bit for bit; the transform, g_s and the
+    prior learn; the checkpoint decodes bit-exactly and records the design."""
+    cfg = TrainConfig(**DEEP, steps=8, out_dir=str(tmp_path), pca_init_step=1.0)
+    [result] = train_sweep(cfg, progress=False, command="pytest deep run", backbone=backbone)
+    loaded, info = load_bottleneck(result.checkpoint)
+    head = SplittableModel(backbone.model).head(13).state_dict()
+    copied = loaded.g_a.head.state_dict()
+    assert copied.keys() == head.keys() and all(torch.equal(copied[k], head[k]) for k in head)
+    assert info["config"]["decoder"] == "residual" and info["config"]["transform"] == "linear"
+    meta = info["metadata"]
+    assert meta["objective"]["freeze_head"] is True and meta["pca_init_step"] == 1.0
+    assert float(loaded.g_s.branch[-1].weight.abs().max()) > 0      # the branch (zero at the start) learned
+    x = _inputs(PHOTOS[16:])
+    a, shape = result.model.to("cpu").compress(x)
+    b, _ = loaded.compress(x)
+    assert a == b
+    assert torch.equal(result.model.decompress(a, shape), loaded.decompress(b, shape))
+
+
+@torch.no_grad()
+def test_training_from_the_teachers_features_is_the_forward_pass(backbone):
+    """forward_from_head(h) (what a frozen-head run computes from the teacher's h) is forward(x)."""
+    model, split = _deep_model(backbone, 1.0)
+    x = _inputs(PHOTOS[:2])
+    torch.manual_seed(0)
+    a, la = model(x)
+    torch.manual_seed(0)
+    b, lb = model.forward_from_head(split.head(13)(x))
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(la, lb)
