@@ -22,7 +22,8 @@ class BottleneckCheckpointError(ValueError):
 # Config fields added after FORMAT's first release, with the value every earlier checkpoint has:
 # hashed only when they differ from it, so adding an option never changes an existing file's hash.
 _LATER_FIELDS = {"transform_stride": 1, "head_split": None, "head_channels": None,
-                 "head_stride": None, "transform": "gdn", "decoder": "gdn"}
+                 "head_stride": None, "transform": "gdn", "decoder": "gdn",
+                 "backbone_head": False}
 
 
 def bottleneck_hash(model: FrankenSplitBottleneck) -> str:

@@ -47,6 +47,9 @@ class BottleneckConfig:
                                # a fraction of the onboard time (BENCHMARKS.md, section 2);
                                # "linear" = one 1x1 convolution (a learned transform-coding basis,
                                # started from the features' principal components: init_from_pca)
+    backbone_head: bool = False  # "head" only: the head is the backbone's own, unchanged (trained
+                                 # with freeze_head), so the checkpoint does not store it: the
+                                 # deployment lends its backbone's layers (attach_backbone_head)
     decoder: str = "gdn"       # g_s: "gdn" = 3x3 conv, IGDN, 3x3 conv, IGDN, 3x3 conv; "residual" =
                                # a 1x1 convolution (the inverse basis) plus that GDN branch, whose
                                # last layer starts at zero: g_s starts as the exact inverse of g_a
@@ -119,20 +122,31 @@ class HeadEncoder(nn.Module):
     """g_a = transform(head(x)): the backbone's head (trainable, BatchNorm statistics frozen, as
     the tail expects them) and a small transform from the head's channels to the latent."""
 
-    def __init__(self, head: nn.Module, head_channels: int, width: int, latent_channels: int,
-                 stride: int = 1, transform: str = "gdn"):
+    def __init__(self, head: nn.Module | None, head_channels: int, width: int, latent_channels: int,
+                 stride: int = 1, transform: str = "gdn", borrowed: bool = False):
+        """borrowed: the head is the backbone's own module, lent, not owned: kept out of the
+        state dict, the parameters and .to()/.train() (None until attach_backbone_head)."""
         super().__init__()
-        self.head = head
+        self.borrowed = borrowed
+        if borrowed:
+            object.__setattr__(self, "head", head)
+        else:
+            self.head = head
         self.transform = head_transform(transform, head_channels, width, latent_channels, stride)
 
     def train(self, mode: bool = True):
         super().train(mode)
+        if self.borrowed:
+            return self
         for m in self.head.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            raise RuntimeError("this bottleneck encodes with its backbone's own layers: attach them "
+                               "first (Deployment.load / attach_bottleneck does)")
         return self.transform(self.head(x))
 
 
@@ -145,48 +159,53 @@ def gdn_decoder(latent_channels: int, width: int, target_channels: int, upsample
 
 
 class ResidualDecoder(nn.Module):
-    """g_s = linear(z) + branch(z): a 1x1 map back to the target (the inverse of a "linear" g_a's
-    basis) and the GDN blueprint, its last layer zero at the start. Trained from a principal-
-    component start, it begins as classical transform coding and learns what the tail needs."""
+    """g_s = linear(z) + branch(z): a linear map back to the target grid (the inverse of a "linear"
+    g_a's basis: a transposed convolution with kernel = stride = the latent's upsampling) and the
+    GDN blueprint, its last layer zero at the start. Trained from a principal-component start, it
+    begins as classical transform coding and learns what the tail needs."""
 
     def __init__(self, latent_channels: int, width: int, target_channels: int, upsample: int):
         super().__init__()
-        self.linear = nn.Conv2d(latent_channels, target_channels, 1)
-        self.branch = gdn_decoder(latent_channels, width, target_channels, 1)
+        self.linear = nn.ConvTranspose2d(latent_channels, target_channels, upsample, upsample)
+        self.branch = gdn_decoder(latent_channels, width, target_channels, upsample)
         nn.init.zeros_(self.branch[-1].weight)
         nn.init.zeros_(self.branch[-1].bias)
-        self.upsample = nn.Upsample(scale_factor=upsample, mode="nearest") if upsample > 1 else nn.Identity()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.upsample(self.linear(z) + self.branch(z))
+        return self.linear(z) + self.branch(z)
 
 
 @torch.no_grad()
 def init_from_pca(model: "FrankenSplitBottleneck", features: torch.Tensor, step: float) -> None:
     """Start a "linear" g_a and a "residual" g_s as transform coding of `features` (N,C,H,W at the
-    head's output): g_a projects on the top principal components and divides by `step` (rounding
-    z then quantizes each component with that step); g_s maps back. Decorrelated components suit
-    the factorized prior, and the tail sees near-exact features from the first step on."""
+    head's output): g_a projects each r x r patch (r = transform_stride) on the top principal
+    components and divides by `step` (rounding z then quantizes each component with that step);
+    g_s maps back. Decorrelated components suit the factorized prior, and the tail sees
+    near-exact features from the first step on."""
     c = model.config
-    if c.transform != "linear" or c.decoder != "residual" or c.transform_stride != 1:
-        raise ValueError("init_from_pca needs transform 'linear' (stride 1) and decoder 'residual'")
+    if c.transform != "linear" or c.decoder != "residual":
+        raise ValueError("init_from_pca needs transform 'linear' and decoder 'residual'")
     if step <= 0:
         raise ValueError(f"the PCA quantization step must be > 0, got {step}")
     if features.dim() != 4 or features.shape[1] != c.encoder_head_channels:
         raise ValueError(f"features of shape {tuple(features.shape)} are not the head's output "
                          f"({c.encoder_head_channels} channels)")
-    if c.latent_channels > c.encoder_head_channels:
-        raise ValueError(f"latent_channels {c.latent_channels} exceeds the head's {c.encoder_head_channels}")
-    v = features.double().permute(0, 2, 3, 1).reshape(-1, features.shape[1])
-    mean = v.mean(0)
+    r, channels = c.transform_stride, features.shape[1]
+    dims = channels * r * r
+    if c.latent_channels > dims:
+        raise ValueError(f"latent_channels {c.latent_channels} exceeds the {dims} values of a patch")
+    # one mean per channel (a transposed convolution has one bias per output channel), tiled over
+    # the patch in pixel_unshuffle's (channel, row, column) order, which is the kernels' layout
+    mean = features.double().mean(dim=(0, 2, 3)).repeat_interleave(r * r)
+    v = nn.functional.pixel_unshuffle(features.double(), r).permute(0, 2, 3, 1).reshape(-1, dims)
     _, eigenvectors = torch.linalg.eigh((v - mean).T @ (v - mean) / len(v))
-    basis = eigenvectors.flip(1)[:, :c.latent_channels]                  # (C, L), by variance
+    basis = eigenvectors.flip(1)[:, :c.latent_channels]                  # (dims, L), by variance
     encode = model.g_a.transform[0]
     encode.weight.copy_((basis.T / step).reshape(encode.weight.shape).float())
     encode.bias.copy_((-(basis.T @ mean) / step).float())
     decode = model.g_s.linear
-    decode.weight.copy_((basis * step).reshape(decode.weight.shape).float())
-    decode.bias.copy_(mean.float())
+    decode.weight.copy_((basis.T * step).reshape(decode.weight.shape).float())
+    decode.bias.copy_(mean[::r * r].float())
 
 
 class FrankenSplitBottleneck(nn.Module):
@@ -201,6 +220,8 @@ class FrankenSplitBottleneck(nn.Module):
         if config.target_stride not in TARGET_STRIDES:
             raise ValueError(f"the decoder blueprint supports target strides {TARGET_STRIDES}, got "
                              f"{config.target_stride}")
+        if config.backbone_head and config.encoder != "head":
+            raise ValueError("backbone_head needs the 'head' encoder")
         if head is not None and config.encoder != "head":
             raise ValueError(f"a head was given, but the encoder is '{config.encoder}'")
         if config.transform_stride not in (1, 2) or (config.transform_stride != 1 and config.encoder != "head"):
@@ -224,9 +245,10 @@ class FrankenSplitBottleneck(nn.Module):
         self.config = config
         e, c, d = config.encoder_channels, config.latent_channels, config.decoder_channels
         if config.encoder == "head":
-            self.g_a = HeadEncoder(head if head is not None else backbone_head(config),
-                                   config.encoder_head_channels, e, c, config.transform_stride,
-                                   config.transform)
+            if head is None and not config.backbone_head:
+                head = backbone_head(config)
+            self.g_a = HeadEncoder(head, config.encoder_head_channels, e, c, config.transform_stride,
+                                   config.transform, borrowed=config.backbone_head)
         else:
             # three strided 5x5 convolutions with GDN (stride 8 overall); ~124K parameters at 48/48.
             self.g_a = nn.Sequential(_conv(3, e, 5, 2), GDN(e), _conv(e, e, 5, 2), GDN(e),
@@ -241,6 +263,13 @@ class FrankenSplitBottleneck(nn.Module):
         """forward() given the output of a "head" encoder's backbone layers (training with a frozen
         head that ends at the injection point: those are the teacher's h, computed once)."""
         return self._code(self.g_a.transform(head_features), straight_through)
+
+    def attach_backbone_head(self, head: nn.Module) -> None:
+        """Lend a backbone_head bottleneck its backbone's layers up to the encoder split (the
+        caller checks they are the weights it trained with: metadata backbone_weights_hash)."""
+        if not self.config.backbone_head:
+            raise ValueError("this bottleneck owns its head; nothing to attach")
+        object.__setattr__(self.g_a, "head", head)
 
     def encoder_parameter_count(self) -> int:
         return sum(p.numel() for p in self.g_a.parameters())

@@ -97,6 +97,14 @@ class Deployment:
             raise ValueError(f"bottleneck {path} reconstructs {cfg.target_channels} channels at stride "
                              f"{cfg.target_stride}, but split {cfg.injection_split} of "
                              f"{self.backbone.name} is {want}")
+        if cfg.backbone_head:   # its encoder is this backbone's own head: the very same weights?
+            trained_with = info["metadata"].get("backbone_weights_hash")
+            if trained_with != self.backbone.weights_hash:
+                raise ValueError(f"bottleneck {path} encodes with the layers of backbone weights "
+                                 f"{str(trained_with)[:12]}, but {self.backbone.name} here has "
+                                 f"{self.backbone.weights_hash[:12]}: load the weights it was trained "
+                                 f"with, or train a bottleneck for these")
+            model.attach_backbone_head(self.splittable.head(cfg.encoder_split))
         self.bottleneck, self.bottleneck_hash = model, info["hash"]
         self.bottleneck_metadata = info["metadata"]
 

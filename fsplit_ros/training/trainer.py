@@ -90,7 +90,8 @@ def resolve_bottleneck_config(cfg: TrainConfig, backbone: LoadedBackbone) -> Bot
                             decoder_channels=cfg.decoder_channels, encoder=cfg.encoder,
                             transform_stride=cfg.transform_stride, head_split=head_split,
                             head_channels=head_channels, head_stride=head_stride,
-                            transform=cfg.transform, decoder=cfg.decoder)
+                            transform=cfg.transform, decoder=cfg.decoder,
+                            backbone_head=cfg.freeze_head and cfg.encoder == "head")
 
 
 def _model_device(backbone: LoadedBackbone) -> torch.device:
@@ -388,10 +389,13 @@ class BottleneckTrainer:
         (every beta of a sweep starts from the same one; a "head" encoder from the teacher's head)."""
         torch.manual_seed(self.cfg.seed)
         head = (copy.deepcopy(self.encoder_head).to("cpu", memory_format=torch.contiguous_format)
-                .requires_grad_(True) if self.bcfg.encoder == "head" else None)
+                .requires_grad_(True) if self.bcfg.encoder == "head" and not self.bcfg.backbone_head
+                else None)
         model = FrankenSplitBottleneck(self.bcfg, head=head)
+        if self.bcfg.backbone_head:   # lent, frozen: the teacher's own layers
+            model.attach_backbone_head(self.encoder_head)
         if self.cfg.init_from:
-            warm, info = load_bottleneck(self.cfg.init_from)
+            warm, info = self._load(self.cfg.init_from)
             if info["config"] != self.bcfg.to_dict():
                 raise TrainingStateError(
                     f"init_from {self.cfg.init_from} is a bottleneck for {info['config']}, but this run "
@@ -399,12 +403,17 @@ class BottleneckTrainer:
             model = warm.requires_grad_(True)
         elif self.cfg.pca_init_step is not None:
             init_from_pca(model, self._head_features(self.cfg.pca_init_views), self.cfg.pca_init_step)
-        if self.cfg.freeze_head:      # the backbone's own layers, unchanged: only what follows learns
-            model.g_a.head.requires_grad_(False)
         if self.cfg.freeze_encoder:   # stage 2: the bytes of every frame stay those of init_from
             model.g_a.requires_grad_(False)
             model.entropy_bottleneck.requires_grad_(False)
         return model.to(self.device, memory_format=torch.channels_last)
+
+    def _load(self, path) -> tuple[FrankenSplitBottleneck, dict]:
+        """load_bottleneck, lending a backbone_head checkpoint the teacher's layers."""
+        model, info = load_bottleneck(path)
+        if model.config.backbone_head:
+            model.attach_backbone_head(self.encoder_head)
+        return model, info
 
     @torch.no_grad()
     def _head_features(self, views: int) -> torch.Tensor:
@@ -557,7 +566,7 @@ class BottleneckTrainer:
             step, log, evals, seconds = self._load_state(model, opt, aux_opt)
             if step >= cfg.steps and self.checkpoint_path.is_file():
                 self._say(f"beta {self.beta:g}: already trained to step {step} -> {self.checkpoint_path}")
-                model, info = load_bottleneck(self.checkpoint_path)
+                model, info = self._load(self.checkpoint_path)
                 return TrainResult(self.beta, self.checkpoint_path, log, evals, info["metadata"], model)
             self._say(f"beta {self.beta:g}: resuming at step {step} of {cfg.steps}")
         elif resume:
@@ -627,6 +636,8 @@ class BottleneckTrainer:
         """Tables on the CPU, checkpoint, then the real rate point on the held-out frames."""
         # The deployed layout: a model loaded from the checkpoint must compute the very same z.
         model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+        if self.bcfg.backbone_head:   # the deployed layout: the backbone's own layers, on the CPU
+            model.attach_backbone_head(SplittableModel(self.backbone.model).head(self.bcfg.encoder_split))
         if not self.cfg.freeze_encoder:   # stage 2 keeps init_from's tables: the same bytes
             if self.cfg.refine_quantiles:
                 model.entropy_bottleneck.update(force=True, update_quantiles=True)

@@ -9,6 +9,7 @@ from fsplit_ros.bottleneck import BottleneckConfig, FrankenSplitBottleneck, load
 from fsplit_ros.bottleneck.network import init_from_pca
 from fsplit_ros.datasets.offline import labelled_imagenet_photos
 from fsplit_ros.models import load_backbone, preprocess_rgb
+from fsplit_ros.runtime import Deployment
 from fsplit_ros.splitting import SplittableModel
 from fsplit_ros.training.config import TrainConfig
 from fsplit_ros.training.trainer import train_sweep
@@ -87,23 +88,37 @@ def test_pca_start_needs_the_linear_design():
 
 
 def test_a_frozen_head_run_trains_only_what_follows_the_head(backbone, tmp_path):
-    """freeze_head: the copied layers stay the backbone's, bit for bit; the transform, g_s and the
-    prior learn; the checkpoint decodes bit-exactly and records the design."""
+    """freeze_head: the head is the backbone's own and stays out of the checkpoint (the deployment
+    lends it); the transform, g_s and the prior learn; the deployed encoder reproduces the trained
+    model's bitstreams; a backbone with other weights is refused."""
     cfg = TrainConfig(**DEEP, steps=8, out_dir=str(tmp_path), pca_init_step=1.0)
     [result] = train_sweep(cfg, progress=False, command="pytest deep run", backbone=backbone)
     loaded, info = load_bottleneck(result.checkpoint)
-    head = SplittableModel(backbone.model).head(13).state_dict()
-    copied = loaded.g_a.head.state_dict()
-    assert copied.keys() == head.keys() and all(torch.equal(copied[k], head[k]) for k in head)
+    assert not [k for k in loaded.state_dict() if k.startswith("g_a.head.")]
+    assert loaded.g_a.head is None
+    with pytest.raises(RuntimeError, match="attach"):
+        loaded.compress(torch.zeros(1, 3, 224, 224))
     assert info["config"]["decoder"] == "residual" and info["config"]["transform"] == "linear"
+    assert info["config"]["backbone_head"] is True
     meta = info["metadata"]
     assert meta["objective"]["freeze_head"] is True and meta["pca_init_step"] == 1.0
     assert float(loaded.g_s.branch[-1].weight.abs().max()) > 0      # the branch (zero at the start) learned
+    assert result.checkpoint.stat().st_size < 2 * 2 ** 20   # the head alone is 3.7 MB of float32
+
+    dep = Deployment.load("efficientnet_lite0", bottleneck=result.checkpoint)
+    assert dep.bottleneck.g_a.head is not None
     x = _inputs(PHOTOS[16:])
     a, shape = result.model.to("cpu").compress(x)
-    b, _ = loaded.compress(x)
+    b, _ = dep.bottleneck.compress(x)
     assert a == b
-    assert torch.equal(result.model.decompress(a, shape), loaded.decompress(b, shape))
+    assert torch.equal(result.model.decompress(a, shape), dep.bottleneck.decompress(b, shape))
+
+    blob = torch.load(result.checkpoint, weights_only=True)
+    blob["metadata"]["backbone_weights_hash"] = "0" * 64
+    other = tmp_path / "other_weights.pt"
+    torch.save(blob, other)
+    with pytest.raises(ValueError, match="backbone weights 000000000000"):
+        Deployment.load("efficientnet_lite0", bottleneck=other)
 
 
 @torch.no_grad()
@@ -116,3 +131,26 @@ def test_training_from_the_teachers_features_is_the_forward_pass(backbone):
     torch.manual_seed(0)
     b, lb = model.forward_from_head(split.head(13)(x))
     assert torch.allclose(a, b, atol=1e-5) and torch.allclose(la, lb)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_pca_start_codes_patches_with_an_orthonormal_basis(stride):
+    """transform_stride r: g_a takes r x r patches (a strided linear map), g_s maps back with a
+    transposed one; rounding with step s moves each patch by at most s/2 per component."""
+    config = BottleneckConfig(backbone="efficientnet_lite0", injection_split=6, target_channels=40,
+                              target_stride=8, encoder="head", backbone_head=True, transform="linear",
+                              transform_stride=stride, decoder="residual",
+                              latent_channels=40 * stride * stride, decoder_channels=16)
+    model = FrankenSplitBottleneck(config).eval()
+    g = torch.Generator().manual_seed(0)
+    mixing = torch.randn(40, 40, generator=g)
+    features = torch.einsum("dc,nchw->ndhw", mixing, torch.randn(8, 40, 28, 28, generator=g)) + 3.0
+    step = 0.1
+    init_from_pca(model, features, step)
+    h_tilde, _ = model.forward_from_head(features)     # eval: the latent is rounded
+    assert h_tilde.shape == features.shape
+    patches = torch.nn.functional.pixel_unshuffle(features - h_tilde, stride)
+    per_patch = patches.permute(0, 2, 3, 1).reshape(-1, 40 * stride * stride).norm(dim=1)
+    assert float(per_patch.max()) <= step / 2 * (40 * stride * stride) ** 0.5 + 1e-3
+    assert float((features - h_tilde).pow(2).mean()) == pytest.approx(step ** 2 / 12, rel=0.2)
