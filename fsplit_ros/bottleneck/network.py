@@ -36,7 +36,8 @@ class BottleneckConfig:
     decoder_channels: int = 96
     encoder: str = "image"     # "image" (the paper's g_a) or "head" (see the module docstring)
     transform_stride: int = 1  # "head" only: 2 = the transform halves the grid (4x fewer latent
-                               # positions; g_s upsamples back), for large feature maps (NanoDet)
+                               # positions; g_s upsamples back), for large feature maps (NanoDet);
+                               # 4 ("linear" only) quarters it
     head_split: int | None = None     # "head" only: backbone units copied into g_a (None = all up
                                       # to injection_split). A shallower head is a cheaper encoder;
                                       # g_s then also learns the layers between the two splits
@@ -224,9 +225,11 @@ class FrankenSplitBottleneck(nn.Module):
             raise ValueError("backbone_head needs the 'head' encoder")
         if head is not None and config.encoder != "head":
             raise ValueError(f"a head was given, but the encoder is '{config.encoder}'")
-        if config.transform_stride not in (1, 2) or (config.transform_stride != 1 and config.encoder != "head"):
-            raise ValueError(f"transform_stride must be 1, or 2 with the 'head' encoder; got "
-                             f"{config.transform_stride} with '{config.encoder}'")
+        strides = (1, 2, 4) if config.transform == "linear" else (1, 2)
+        if config.transform_stride not in strides or (config.transform_stride != 1 and config.encoder != "head"):
+            raise ValueError(f"transform_stride must be 1, or with the 'head' encoder 2 (4 with the "
+                             f"'linear' transform); got {config.transform_stride} with "
+                             f"'{config.encoder}' and '{config.transform}'")
         if config.transform not in TRANSFORMS or (config.transform != "gdn" and config.encoder != "head"):
             raise ValueError(f"transform must be one of {TRANSFORMS} ('light' needs the 'head' "
                              f"encoder); got '{config.transform}' with '{config.encoder}'")

@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--betas", type=float, nargs="+", help="rate weights to train, one checkpoint each")
     ap.add_argument("--no-saliency", dest="saliency", action="store_const", const=False,
                     help="plain feature MSE (FS-FP): no Grad-CAM weighting")
-    ap.add_argument("--transform-stride", type=int, choices=[1, 2],
-                    help="'head' encoder: 2 halves the latent grid (config key transform_stride)")
+    ap.add_argument("--transform-stride", type=int, choices=[1, 2, 4],
+                    help="'head' encoder: 2 halves the latent grid, 4 ('linear' transform) quarters it "
+                         "(config key transform_stride)")
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--lr-schedule", choices=["cosine", "constant"],

@@ -60,6 +60,9 @@ class TrainConfig:
     steps: int = 20000
     lr: float = 1e-3
     prior_lr: float = 1e-2                      # the factorized prior's density parameters
+    encoder_lr: float | None = None             # g_a's own learning rate (None = lr); 0 keeps g_a
+                                                # as it starts (e.g. its principal components) while
+                                                # g_s and the prior learn
     aux_lr: float = 1e-3
     lr_schedule: str = "cosine"                 # "cosine" (to lr * min_lr_ratio) or "constant"
     min_lr_ratio: float = 0.05
@@ -118,6 +121,10 @@ class TrainConfig:
         if self.freeze_encoder and not self.init_from:
             raise ValueError("freeze_encoder (stage 2) fine-tunes g_s of a trained bottleneck: set "
                              "init_from to its checkpoint")
+        if self.encoder_lr is not None:
+            self.encoder_lr = float(self.encoder_lr)
+            if self.encoder_lr < 0:
+                raise ValueError(f"encoder_lr must be >= 0 (or null), got {self.encoder_lr}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got '{self.decoder}'")
         if self.pca_init_step is not None and (self.transform != "linear" or self.decoder != "residual"):

@@ -403,6 +403,8 @@ class BottleneckTrainer:
             model = warm.requires_grad_(True)
         elif self.cfg.pca_init_step is not None:
             init_from_pca(model, self._head_features(self.cfg.pca_init_views), self.cfg.pca_init_step)
+        if self.cfg.encoder_lr == 0:  # g_a stays as it starts; the prior still learns
+            model.g_a.requires_grad_(False)
         if self.cfg.freeze_encoder:   # stage 2: the bytes of every frame stay those of init_from
             model.g_a.requires_grad_(False)
             model.entropy_bottleneck.requires_grad_(False)
@@ -552,8 +554,14 @@ class BottleneckTrainer:
         model = self._new_model().train()
         network_params, prior_params, aux_params = split_parameters(model)
         main_params = network_params + prior_params
-        opt = torch.optim.Adam([{"params": network_params, "base_lr": cfg.lr},
-                                {"params": prior_params, "base_lr": cfg.prior_lr}], lr=cfg.lr)
+        groups = [{"params": network_params, "base_lr": cfg.lr},
+                  {"params": prior_params, "base_lr": cfg.prior_lr}]
+        if cfg.encoder_lr:            # g_a in a group of its own
+            encoder = {id(p) for p in model.g_a.parameters()}
+            groups[0]["params"] = [p for p in network_params if id(p) not in encoder]
+            groups.append({"params": [p for p in network_params if id(p) in encoder],
+                           "base_lr": cfg.encoder_lr})
+        opt = torch.optim.Adam(groups, lr=cfg.lr)
         # stage 2 has no prior or quantiles to fit: a placeholder keeps the state layout
         aux_opt = torch.optim.Adam(aux_params or [torch.zeros(1, requires_grad=True)], lr=cfg.aux_lr)
         step, log, evals, seconds = 0, [], [], 0.0
@@ -719,7 +727,7 @@ class BottleneckTrainer:
             "beta_unit": "feature MSE per bit per input pixel (R in bpp)",
             "gammas": list(self.cfg.effective_gammas), "saliency": self.g2 > 0,
             "steps": step, "seconds": round(seconds, 1), "batch_size": cfg.batch_size, "lr": cfg.lr,
-            "prior_lr": cfg.prior_lr, "aux_lr": cfg.aux_lr, "encoder": self.bcfg.encoder,
+            "prior_lr": cfg.prior_lr, "encoder_lr": cfg.encoder_lr, "aux_lr": cfg.aux_lr, "encoder": self.bcfg.encoder,
             "lr_schedule": cfg.lr_schedule, "train_patch": cfg.train_patch,
             "seed": cfg.seed, "device": cfg.device,
             "objective": {"distill_weight": cfg.distill_weight, "kd_weight": cfg.kd_weight,

@@ -12,7 +12,7 @@ from fsplit_ros.models import load_backbone, preprocess_rgb
 from fsplit_ros.runtime import Deployment
 from fsplit_ros.splitting import SplittableModel
 from fsplit_ros.training.config import TrainConfig
-from fsplit_ros.training.trainer import train_sweep
+from fsplit_ros.training.trainer import BottleneckTrainer, prepare_data, train_sweep
 
 PHOTOS = [str(p) for p, _ in labelled_imagenet_photos()]
 DEEP = dict(backbone="efficientnet_lite0", injection_split=13, target_stride=32, encoder="head",
@@ -154,3 +154,17 @@ def test_a_pca_start_codes_patches_with_an_orthonormal_basis(stride):
     per_patch = patches.permute(0, 2, 3, 1).reshape(-1, 40 * stride * stride).norm(dim=1)
     assert float(per_patch.max()) <= step / 2 * (40 * stride * stride) ** 0.5 + 1e-3
     assert float((features - h_tilde).pow(2).mean()) == pytest.approx(step ** 2 / 12, rel=0.2)
+
+
+def test_encoder_lr_zero_keeps_the_principal_components_while_g_s_learns(backbone, tmp_path):
+    cfg = TrainConfig(**DEEP, steps=4, out_dir=str(tmp_path), pca_init_step=1.0, encoder_lr=0.0)
+    trainer = BottleneckTrainer(cfg, 0.2, backbone, prepare_data(cfg, backbone, 13, progress=False),
+                                progress=False)
+    start = trainer._new_model().state_dict()
+    [result] = train_sweep(cfg, progress=False, command="pytest encoder_lr 0", backbone=backbone)
+    end = load_bottleneck(result.checkpoint)[0].state_dict()
+    assert all(torch.equal(start[k].cpu(), end[k]) for k in start if k.startswith("g_a."))
+    assert not torch.equal(start["g_s.linear.weight"].cpu(), end["g_s.linear.weight"])
+    assert result.metadata["encoder_lr"] == 0.0
+    with pytest.raises(ValueError, match="encoder_lr"):
+        TrainConfig(encoder_lr=-1)
