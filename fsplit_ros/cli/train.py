@@ -5,6 +5,7 @@
     fsplit-train config/train_lite0.yaml --resume                 # continue an interrupted run
     fsplit-train config/train_lite0.yaml --no-saliency            # plain FS-FP (g1=1, g2=0)
     fsplit-train config/train_lite0.yaml --device cuda --workers 8
+    fsplit-train config/train_lite0_deep.yaml --set encoder_lr=0 --set pca_init_step=1.6   # any key
 
 Command-line options override the YAML file. Outputs in --out (default runs/train/<backbone>):
 <backbone>_bottleneck_beta<beta>.pt (load with fsplit_ros.bottleneck.load_bottleneck, or copy to
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+
+import yaml
 
 from fsplit_ros.datasets.frames import FrameSourceError
 from fsplit_ros.models.weights import WeightsNotFound
@@ -51,15 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
                     help="training videos / images / image folders instead of the default corpus")
     ap.add_argument("--heldout", dest="heldout_sources", nargs="+", metavar="PATH",
                     help="held-out videos / images / image folders (never trained on), or family:A / family:B")
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other config key, the value read as YAML (repeatable), e.g. "
+                         "--set encoder_lr=0 --set pca_init_step=1.6: ablations without a config file")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
 
+def parse_settings(settings: list[str]) -> dict:
+    """--set KEY=VALUE pairs -> {key: YAML value}; unknown keys are refused by load_config."""
+    out = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set encoder_lr=0")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "resume", "quiet")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "resume", "quiet", "settings")}
     try:
-        cfg = load_config(args.config, **overrides)
+        cfg = load_config(args.config, **{**parse_settings(args.settings), **overrides})
     except (OSError, ValueError) as exc:
         print(f"fsplit-train: {exc}", file=sys.stderr)
         return 2

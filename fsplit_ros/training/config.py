@@ -182,5 +182,8 @@ def load_config(path: str | Path, **overrides) -> TrainConfig:
     unknown = sorted(set(data) - set(config_keys()))
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {unknown}; valid keys are {config_keys()}")
+    unknown = sorted(set(overrides) - set(config_keys()))
+    if unknown:
+        raise ValueError(f"unknown override(s) {unknown}; valid keys are {config_keys()}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**data)

@@ -204,6 +204,14 @@ def test_config_errors_say_what_to_fix(tmp_path, lite0):
     with pytest.raises(ValueError, match="target_channels=24"):
         resolve_bottleneck_config(TrainConfig(target_channels=24), lite0.backbone)
     assert train_cli([str(tmp_path / "missing.yaml")]) == 2
+    good = tmp_path / "good.yaml"
+    good.write_text("backbone: efficientnet_lite0\n")
+    assert train_cli([str(good), "--set", "betaz=[1]"]) == 2          # unknown key, said, no crash
+    assert train_cli([str(good), "--set", "encoder_lr"]) == 2         # not KEY=VALUE
+    assert load_config(good, encoder_lr=0.5, pca_init_step=None).encoder_lr == 0.5
+    from fsplit_ros.cli.train import parse_settings
+    assert parse_settings(["encoder_lr=0", "crop_scale=[0.1, 1.0]", "weights=null"]) == {
+        "encoder_lr": 0, "crop_scale": [0.1, 1.0], "weights": None}
 
 
 def test_warm_start_begins_from_the_checkpoint_and_refuses_another_architecture(tiny_run, backbone):
