@@ -13,6 +13,13 @@ Two encoders (BottleneckConfig.encoder):
           agreement (Lite0, 1,500 steps: 10.5 KB/frame, 81 % top-1 agreement held out), where the
           pixel encoder after 3,000 steps stayed at 20 % (at 2.7 KB). It costs more onboard than
           the pixel encoder (BENCHMARKS.md, section 2), still well below the whole model.
+
+The third design ("head" with backbone_head, transform "linear", decoder "residual"): the head is
+the backbone's own, frozen, up to a deeper point (Lite0: blocks.5.0, 192x7x7), lent by the
+deployment instead of stored; g_a is one linear map started as the features' principal components
+(init_from_pca: classical transform coding, near-exact from the first step) and g_s its inverse
+plus a GDN branch that starts at zero. Training (KD through the frozen tail) then only has to learn
+what transform coding misses, which this project's CPU budget can afford.
 """
 from __future__ import annotations
 
