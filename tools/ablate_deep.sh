@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The deep-injection bottleneck's ablation (config/train_lite0_deep.yaml, train_nanodet_deep.yaml):
+# each line adds one lever to the previous one; every run is resumable (--resume) and writes its
+# checkpoint and summary.json (the trainer's held-out check, family A) under $OUT/<line>/.
+#   pca      principal components only: g_a and g_s stay at their start (lr 0), the prior is fitted
+#   kd_gs    + g_s trained with KD through the frozen tail (encoder_lr 0: the same g_a)
+#   kd_all   + g_a trained too (the shipped recipe)
+#   bash tools/ablate_deep.sh                        # Lite0, ~25 min on 2 CPU cores
+#   MODELS=nanodet LINES="pca" bash tools/ablate_deep.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tools/env.sh
+OUT=${OUT:-runs/ablate_deep}
+MODELS=${MODELS:-lite0}
+LINES=${LINES:-"pca kd_gs kd_all"}
+for model in $MODELS; do
+  case $model in
+    lite0) config=config/train_lite0_deep.yaml ;;
+    nanodet) config=config/train_nanodet_deep.yaml ;;
+    *) echo "unknown model '$model' (lite0 nanodet)" >&2; exit 2 ;;
+  esac
+  for line in $LINES; do
+    case $line in
+      pca) extra=(--steps 300 --lr 0 --set encoder_lr=0 --set rate_warmup_steps=0) ;;
+      kd_gs) extra=(--set encoder_lr=0) ;;
+      kd_all) extra=() ;;
+      *) echo "unknown line '$line' (pca kd_gs kd_all)" >&2; exit 2 ;;
+    esac
+    python -m fsplit_ros.cli.train "$config" --out "$OUT/$model/$line" --resume "${extra[@]}" "$@"
+  done
+done
