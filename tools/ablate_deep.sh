@@ -7,12 +7,14 @@
 #   kd_all   + g_a trained too (the shipped recipe)
 #   bash tools/ablate_deep.sh                        # Lite0, ~25 min on 2 CPU cores
 #   MODELS=nanodet LINES="pca" bash tools/ablate_deep.sh
+#   PCA_STEP=2.0 LINES=pca bash tools/ablate_deep.sh # another quantization step (a rate point) -> pca_step2.0/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/env.sh
 OUT=${OUT:-runs/ablate_deep}
 MODELS=${MODELS:-lite0}
 LINES=${LINES:-"pca kd_gs kd_all"}
+PCA_STEP=${PCA_STEP:-}          # empty: the config's pca_init_step
 for model in $MODELS; do
   case $model in
     lite0) config=config/train_lite0_deep.yaml ;;
@@ -26,6 +28,8 @@ for model in $MODELS; do
       kd_all) extra=() ;;
       *) echo "unknown line '$line' (pca kd_gs kd_all)" >&2; exit 2 ;;
     esac
-    python -m fsplit_ros.cli.train "$config" --out "$OUT/$model/$line" --resume "${extra[@]}" "$@"
+    out="$OUT/$model/$line"
+    if [[ -n $PCA_STEP ]]; then extra+=(--set "pca_init_step=$PCA_STEP"); out+="_step$PCA_STEP"; fi
+    python -m fsplit_ros.cli.train "$config" --out "$out" --resume "${extra[@]}" "$@"
   done
 done

@@ -134,7 +134,7 @@ def test_training_from_the_teachers_features_is_the_forward_pass(backbone):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("stride", [1, 2, 4])
 def test_a_pca_start_codes_patches_with_an_orthonormal_basis(stride):
     """transform_stride r: g_a takes r x r patches (a strided linear map), g_s maps back with a
     transposed one; rounding with step s moves each patch by at most s/2 per component."""
