@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fsplit_ros.evaluation.rate_accuracy import check_not_trained_on
+from fsplit_ros.evaluation.rate_accuracy import checkpoint_label, checkpoint_setting, check_not_trained_on
 from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
 
 REFERENCE_THRESHOLD = 0.35     # what the nodes publish: the detections that count as ground truth
@@ -138,7 +138,7 @@ def evaluate_detection(frames: list[np.ndarray], detector: str = "nanodet", chec
             latent = "x".join(map(str, bdep.bottleneck.config.latent_shape))
             meta = bdep.bottleneck_metadata or {}
             guidance = {True: ", saliency", False: ", plain MSE"}.get(meta.get("saliency"), "")
-            setting = f"beta={meta.get('beta')} latent {latent}{guidance} ({Path(arg).name})"
+            setting = f"{checkpoint_setting(meta)} latent {latent}{guidance} ({checkpoint_label(arg, checkpoints)})"
             res = evaluate_configuration(bdep, OnboardEncoder(bdep), EdgeDecoder(bdep), frames, reference,
                                          "bottleneck")
         elif method == "split":

@@ -95,6 +95,20 @@ def evaluate_configuration(enc: OnboardEncoder, dec: EdgeDecoder, prepared, refe
 
 
 @torch.no_grad()
+def checkpoint_label(path, paths) -> str:
+    """A checkpoint's file name in result tables, with its folder where names repeat (every run
+    of a sweep writes <backbone>_bottleneck_beta<beta>.pt)."""
+    path = Path(path)
+    names = [Path(p).name for p in paths]
+    return f"{path.parent.name}/{path.name}" if names.count(path.name) > 1 else path.name
+
+
+def checkpoint_setting(meta: dict) -> str:
+    """beta, and the principal-component start's quantization step where the run had one."""
+    step = meta.get("pca_init_step")
+    return f"beta={meta.get('beta')}" + (f" pca step {step:g}" if isinstance(step, (int, float)) else "")
+
+
 def evaluate(backbone: str, checkpoints: list[Path], frames: list[np.ndarray], photos: list[tuple[np.ndarray, int]],
              qualities=JPEG_WEBP_QUALITIES, split_codecs=SPLIT_CODECS,
              heldout_names=(), heldout_paths=()) -> tuple[list[Row], dict]:
@@ -129,7 +143,7 @@ def evaluate(backbone: str, checkpoints: list[Path], frames: list[np.ndarray], p
             bdep = bottlenecks[str(arg)]
             meta = bdep.bottleneck_metadata or {}
             saliency = bool(meta.get("saliency", (meta.get("gammas") or [1, 0])[1] > 0))
-            setting = f"beta={meta.get('beta')} ({Path(arg).name})"
+            setting = f"{checkpoint_setting(meta)} ({checkpoint_label(arg, checkpoints)})"
             enc, dec, mode, split = OnboardEncoder(bdep), EdgeDecoder(bdep), "bottleneck", None
             res = evaluate_configuration(enc, dec, [enc.prepare(f) for f in frames], reference,
                                          [enc.prepare(rgb) for rgb, _ in photos], labels, mode)

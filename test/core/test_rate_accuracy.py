@@ -133,3 +133,12 @@ def test_refusal_tells_same_named_files_apart_by_content(tmp_path):
             check_not_trained_on(Path("ckpt"), meta, [name], [path])
     with pytest.raises(TrainedOnHeldOut):                                             # no digests: by name
         check_not_trained_on(Path("ckpt"), {"train_sources": ["2560x1600.jpg"]}, ["2560x1600.jpg"], [other])
+
+
+def test_result_tables_tell_same_named_checkpoints_apart():
+    from fsplit_ros.evaluation.rate_accuracy import checkpoint_label, checkpoint_setting
+    sweep = ["runs/a/pca/m_beta0.05.pt", "runs/a/pca_step2.0/m_beta0.05.pt", "other.pt"]
+    assert [checkpoint_label(p, sweep) for p in sweep] == ["pca/m_beta0.05.pt", "pca_step2.0/m_beta0.05.pt",
+                                                           "other.pt"]
+    assert checkpoint_setting({"beta": 0.05, "pca_init_step": 2.0}) == "beta=0.05 pca step 2"
+    assert checkpoint_setting({"beta": 1.0}) == "beta=1.0"
