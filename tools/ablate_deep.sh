@@ -2,7 +2,8 @@
 # The deep-injection bottleneck's ablation (config/train_lite0_deep.yaml, train_nanodet_deep.yaml):
 # each line adds one lever to the previous one; every run is resumable (--resume) and writes its
 # checkpoint and summary.json (the trainer's held-out check, family A) under $OUT/<line>/.
-#   pca      principal components only: g_a and g_s stay at their start (lr 0), the prior is fitted
+#   pca      principal components only: g_a and g_s (its linear inverse alone) stay at their
+#            start (lr 0), the prior is fitted
 #   kd_gs    + g_s trained with KD through the frozen tail (encoder_lr 0: the same g_a)
 #   kd_all   + g_a trained too (the shipped recipe)
 #   bash tools/ablate_deep.sh                        # Lite0, ~25 min on 2 CPU cores
@@ -23,7 +24,7 @@ for model in $MODELS; do
   esac
   for line in $LINES; do
     case $line in
-      pca) extra=(--steps 300 --lr 0 --set encoder_lr=0 --set rate_warmup_steps=0) ;;
+      pca) extra=(--steps 300 --lr 0 --set encoder_lr=0 --set rate_warmup_steps=0 --set decoder=linear) ;;
       kd_gs) extra=(--set encoder_lr=0) ;;
       kd_all) extra=() ;;
       *) echo "unknown line '$line' (pca kd_gs kd_all)" >&2; exit 2 ;;

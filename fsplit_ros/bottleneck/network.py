@@ -59,8 +59,9 @@ class BottleneckConfig:
                                  # with freeze_head), so the checkpoint does not store it: the
                                  # deployment lends its backbone's layers (attach_backbone_head)
     decoder: str = "gdn"       # g_s: "gdn" = 3x3 conv, IGDN, 3x3 conv, IGDN, 3x3 conv; "residual" =
-                               # a 1x1 convolution (the inverse basis) plus that GDN branch, whose
-                               # last layer starts at zero: g_s starts as the exact inverse of g_a
+                               # a linear map (the inverse basis) plus that GDN branch, whose last
+                               # layer starts at zero: g_s starts as the exact inverse of g_a;
+                               # "linear" = the inverse basis alone (an untrained branch adds zeros)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,7 +92,7 @@ class BottleneckConfig:
 
 
 ENCODERS = ("image", "head")
-DECODERS = ("gdn", "residual")
+DECODERS = ("gdn", "residual", "linear")
 TARGET_STRIDES = (4, 8, 16, 32)   # 16/32: a deep injection point (a 14x14 or 7x7 map at 224)
 TRANSFORMS = ("gdn", "light", "linear")
 
@@ -172,15 +173,20 @@ class ResidualDecoder(nn.Module):
     GDN blueprint, its last layer zero at the start. Trained from a principal-component start, it
     begins as classical transform coding and learns what the tail needs."""
 
-    def __init__(self, latent_channels: int, width: int, target_channels: int, upsample: int):
+    def __init__(self, latent_channels: int, width: int, target_channels: int, upsample: int,
+                 branch: bool = True):
+        """branch=False: the linear map alone (decoder "linear": classical transform coding, whose
+        untrained branch would only add zeros and megabytes to the file)."""
         super().__init__()
         self.linear = nn.ConvTranspose2d(latent_channels, target_channels, upsample, upsample)
-        self.branch = gdn_decoder(latent_channels, width, target_channels, upsample)
-        nn.init.zeros_(self.branch[-1].weight)
-        nn.init.zeros_(self.branch[-1].bias)
+        self.branch = gdn_decoder(latent_channels, width, target_channels, upsample) if branch else None
+        if self.branch is not None:
+            nn.init.zeros_(self.branch[-1].weight)
+            nn.init.zeros_(self.branch[-1].bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.linear(z) + self.branch(z)
+        out = self.linear(z)
+        return out if self.branch is None else out + self.branch(z)
 
 
 @torch.no_grad()
@@ -191,8 +197,8 @@ def init_from_pca(model: "FrankenSplitBottleneck", features: torch.Tensor, step:
     g_s maps back. Decorrelated components suit the factorized prior, and the tail sees
     near-exact features from the first step on."""
     c = model.config
-    if c.transform != "linear" or c.decoder != "residual":
-        raise ValueError("init_from_pca needs transform 'linear' and decoder 'residual'")
+    if c.transform != "linear" or c.decoder not in ("residual", "linear"):
+        raise ValueError("init_from_pca needs transform 'linear' and decoder 'residual' or 'linear'")
     if step <= 0:
         raise ValueError(f"the PCA quantization step must be > 0, got {step}")
     if features.dim() != 4 or features.shape[1] != c.encoder_head_channels:
@@ -264,8 +270,9 @@ class FrankenSplitBottleneck(nn.Module):
             self.g_a = nn.Sequential(_conv(3, e, 5, 2), GDN(e), _conv(e, e, 5, 2), GDN(e),
                                      _conv(e, c, 5, 2))
         upsample = config.latent_stride // config.target_stride
-        self.g_s = (ResidualDecoder(c, d, config.target_channels, upsample) if config.decoder == "residual"
-                    else gdn_decoder(c, d, config.target_channels, upsample))
+        self.g_s = (gdn_decoder(c, d, config.target_channels, upsample) if config.decoder == "gdn"
+                    else ResidualDecoder(c, d, config.target_channels, upsample,
+                                         branch=config.decoder == "residual"))
         self.entropy_bottleneck = EntropyBottleneck(c)
 
     def forward_from_head(self, head_features: torch.Tensor, straight_through: bool = False

@@ -28,7 +28,8 @@ class TrainConfig:
                                                 # injection split; fewer = a cheaper encoder)
     transform: str = "gdn"                      # "head": "gdn" (3x3), "light" (1x1-heavy) or
                                                 # "linear" (one 1x1: a learned transform basis)
-    decoder: str = "gdn"                        # g_s: "gdn" or "residual" (1x1 inverse + GDN branch)
+    decoder: str = "gdn"                        # g_s: "gdn", "residual" (linear inverse + GDN
+                                                # branch) or "linear" (the inverse alone)
     pca_init_step: float | None = None          # "linear" + "residual": start as transform coding
                                                 # of the head's features (principal components,
                                                 # this quantization step; network.init_from_pca)
@@ -127,9 +128,9 @@ class TrainConfig:
                 raise ValueError(f"encoder_lr must be >= 0 (or null), got {self.encoder_lr}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got '{self.decoder}'")
-        if self.pca_init_step is not None and (self.transform != "linear" or self.decoder != "residual"):
-            raise ValueError("pca_init_step starts a 'linear' transform and a 'residual' decoder: set "
-                             "transform: linear and decoder: residual, or pca_init_step: null")
+        if self.pca_init_step is not None and (self.transform != "linear" or self.decoder == "gdn"):
+            raise ValueError("pca_init_step starts a 'linear' transform and a 'residual' or 'linear' "
+                             "decoder: set transform: linear and decoder: residual, or pca_init_step: null")
         if self.freeze_head and self.encoder != "head":
             raise ValueError("freeze_head keeps the copied backbone layers of a 'head' encoder fixed: "
                              "set encoder: head, or freeze_head: false")
