@@ -150,6 +150,15 @@ def train_file_digests(sources: list[FrameSource], cfg: TrainConfig) -> dict[str
     return {name: sorted(digests) for name, digests in sorted(out.items())}
 
 
+def heldout_file_digests(sources: list[FrameSource]) -> dict[str, list[str]]:
+    """{file name: content digests} of the held-out files: with train_file_digests it shows, from
+    the checkpoint alone, that a held-out file sharing a training file's name is another file."""
+    out: dict[str, set[str]] = {}
+    for source in sources:
+        out.setdefault(source.name, set()).add(file_digest(source.path))
+    return {name: sorted(digests) for name, digests in sorted(out.items())}
+
+
 def _check_init_from_never_saw(cfg: TrainConfig, heldout: list[FrameSource]) -> None:
     """A warm start from a checkpoint trained on this run's held-out files would report optimistic
     held-out numbers (and the profile's fidelity would carry them): refuse, saying what to do."""
@@ -746,6 +755,7 @@ class BottleneckTrainer:
             "train_sources": list(dict.fromkeys([s.describe() for s in data.train_sources]
                                                 + init_from_train_sources(cfg))),
             "train_file_digests": train_file_digests(data.train_sources, cfg),
+            "heldout_file_digests": heldout_file_digests(data.heldout_sources),
             "heldout_sources": [s.describe() for s in data.heldout_sources],
             "frames": {"train": len(data.train_frames), "heldout": len(data.heldout_frames)},
             "final_train": {k: last[k] for k in ("loss", "mse", "bpp", "bits_per_image") if k in last},
