@@ -14,12 +14,13 @@ Two encoders (BottleneckConfig.encoder):
           pixel encoder after 3,000 steps stayed at 20 % (at 2.7 KB). It costs more onboard than
           the pixel encoder (BENCHMARKS.md, section 2), still well below the whole model.
 
-The third design ("head" with backbone_head, transform "linear", decoder "residual"): the head is
-the backbone's own, frozen, up to a deeper point (Lite0: blocks.5.0, 192x7x7), lent by the
-deployment instead of stored; g_a is one linear map started as the features' principal components
-(init_from_pca: classical transform coding, near-exact from the first step) and g_s its inverse
-plus a GDN branch that starts at zero. Training (KD through the frozen tail) then only has to learn
-what transform coding misses, which this project's CPU budget can afford.
+The third design ("head" with backbone_head, transform "linear", decoder "residual" or "linear"):
+the head is the backbone's own, frozen, up to a deeper point (Lite0: blocks.5.0, 192x7x7), lent by
+the deployment instead of stored; g_a is one linear map started as the features' principal
+components (init_from_pca: classical transform coding, near-exact from the first step) and g_s its
+inverse (plus, "residual", a GDN branch that starts at zero). KD through the frozen tail can then
+learn what transform coding misses (it helped NanoDet; it cost Lite0 agreement: the shipped Lite0
+file is the principal components alone).
 """
 from __future__ import annotations
 
@@ -191,7 +192,7 @@ class ResidualDecoder(nn.Module):
 
 @torch.no_grad()
 def init_from_pca(model: "FrankenSplitBottleneck", features: torch.Tensor, step: float) -> None:
-    """Start a "linear" g_a and a "residual" g_s as transform coding of `features` (N,C,H,W at the
+    """Start a "linear" g_a and a "residual" or "linear" g_s as transform coding of `features` (N,C,H,W at the
     head's output): g_a projects each r x r patch (r = transform_stride) on the top principal
     components and divides by `step` (rounding z then quantizes each component with that step);
     g_s maps back. Decorrelated components suit the factorized prior, and the tail sees

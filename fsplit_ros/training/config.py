@@ -30,7 +30,8 @@ class TrainConfig:
                                                 # "linear" (one 1x1: a learned transform basis)
     decoder: str = "gdn"                        # g_s: "gdn", "residual" (linear inverse + GDN
                                                 # branch) or "linear" (the inverse alone)
-    pca_init_step: float | None = None          # "linear" + "residual": start as transform coding
+    pca_init_step: float | None = None          # "linear" transform, "residual" or "linear"
+                                                # decoder: start as transform coding
                                                 # of the head's features (principal components,
                                                 # this quantization step; network.init_from_pca)
     straight_through: bool = False              # g_s trains on the rounded latent (the deployed

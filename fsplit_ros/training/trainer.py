@@ -135,28 +135,31 @@ def init_from_train_sources(cfg: TrainConfig) -> list[str]:
     return list(info["metadata"].get("train_sources", []))
 
 
-def train_file_digests(sources: list[FrameSource], cfg: TrainConfig) -> dict[str, list[str]]:
-    """{file name: content digests} of the training files (names repeat in the corpus): lets
-    fsplit-eval tell a same-named other file from the one trained on. A warm start's digests are
-    merged; names its checkpoint trained on without digests get none, so they stay refused by name."""
-    out: dict[str, set[str]] = {}
-    warm = load_bottleneck(cfg.init_from)[1]["metadata"] if cfg.init_from else {}
-    for name, digests in warm.get("train_file_digests", {}).items():
-        out.setdefault(name, set()).update(digests)
-    undigested = {described_name(s) for s in warm.get("train_sources", [])} - set(out)
+def file_digests(sources: list[FrameSource], known: dict | None = None,
+                 skip: set[str] = frozenset()) -> dict[str, list[str]]:
+    """{file name: content digests} of `sources` (names repeat in the corpus), merged into `known`;
+    sources named in `skip` get none."""
+    out: dict[str, set[str]] = {name: set(digests) for name, digests in (known or {}).items()}
     for source in sources:
-        if source.name not in undigested:
+        if source.name not in skip:
             out.setdefault(source.name, set()).add(file_digest(source.path))
     return {name: sorted(digests) for name, digests in sorted(out.items())}
 
 
+def train_file_digests(sources: list[FrameSource], cfg: TrainConfig) -> dict[str, list[str]]:
+    """The training files' digests: lets fsplit-eval tell a same-named other file from the one
+    trained on. A warm start's digests are merged; names its checkpoint trained on without digests
+    get none, so they stay refused by name."""
+    warm = load_bottleneck(cfg.init_from)[1]["metadata"] if cfg.init_from else {}
+    known = warm.get("train_file_digests", {})
+    undigested = {described_name(s) for s in warm.get("train_sources", [])} - set(known)
+    return file_digests(sources, known, undigested)
+
+
 def heldout_file_digests(sources: list[FrameSource]) -> dict[str, list[str]]:
-    """{file name: content digests} of the held-out files: with train_file_digests it shows, from
-    the checkpoint alone, that a held-out file sharing a training file's name is another file."""
-    out: dict[str, set[str]] = {}
-    for source in sources:
-        out.setdefault(source.name, set()).add(file_digest(source.path))
-    return {name: sorted(digests) for name, digests in sorted(out.items())}
+    """The held-out files' digests: with train_file_digests they show, from the checkpoint alone,
+    that a held-out file sharing a training file's name is another file."""
+    return file_digests(sources)
 
 
 def _check_init_from_never_saw(cfg: TrainConfig, heldout: list[FrameSource]) -> None:
@@ -329,8 +332,8 @@ class BottleneckTrainer:
         self.teacher = split.head(self.bcfg.injection_split)
         self.tail = split.tail(self.bcfg.injection_split)
         self.encoder_head = split.head(self.bcfg.encoder_split)
-        # a frozen head up to the injection point computes exactly the teacher's h
-        self.shares_teacher_head = (cfg.freeze_head and self.bcfg.encoder == "head"
+        # a lent (frozen) head up to the injection point computes exactly the teacher's h
+        self.shares_teacher_head = (self.bcfg.backbone_head
                                     and self.bcfg.encoder_split == self.bcfg.injection_split)
         self.is_detector = backbone.detector is not None
         self.stages = self._feature_stages(split) if cfg.feature_weight > 0 else []
@@ -736,7 +739,8 @@ class BottleneckTrainer:
             "beta_unit": "feature MSE per bit per input pixel (R in bpp)",
             "gammas": list(self.cfg.effective_gammas), "saliency": self.g2 > 0,
             "steps": step, "seconds": round(seconds, 1), "batch_size": cfg.batch_size, "lr": cfg.lr,
-            "prior_lr": cfg.prior_lr, "encoder_lr": cfg.encoder_lr, "aux_lr": cfg.aux_lr, "encoder": self.bcfg.encoder,
+            "prior_lr": cfg.prior_lr, "encoder_lr": cfg.encoder_lr, "aux_lr": cfg.aux_lr,
+            "encoder": self.bcfg.encoder,
             "lr_schedule": cfg.lr_schedule, "train_patch": cfg.train_patch,
             "seed": cfg.seed, "device": cfg.device,
             "objective": {"distill_weight": cfg.distill_weight, "kd_weight": cfg.kd_weight,
