@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fsplit_ros.linkemu import EmulatedLink
+from fsplit_ros.policy import candidate_mode, candidate_name
 from fsplit_ros.runtime.deployment import default_bottleneck_path
 from fsplit_ros.process_graph import EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 
@@ -44,12 +45,16 @@ def run_trace(cfg: GraphConfig, trace: list[tuple[float, float]], duration: floa
         graph.close()
         link.close()
     sent = log.of("compressed_feature", since=t0)
-    mode_of = {e["stamp"]: e["mode"] for e in sent}
-    results = [{"t": e["t"] - t0, "latency_ms": (e["t"] - e["stamp"]) * 1e3, "mode": mode_of.get(e["stamp"], "local")}
+    candidate_of = {e["stamp"]: candidate_name(e["mode"], e["split"]) for e in sent}
+    results = [{"t": e["t"] - t0, "latency_ms": (e["t"] - e["stamp"]) * 1e3,
+                "candidate": candidate_of.get(e["stamp"], "local"),
+                "mode": candidate_mode(candidate_of.get(e["stamp"], "local"))[0]}
                for e in log.results(since=t0)]
-    states = [{"t": e["t"] - t0, "mode": e["mode"], "rate_bps": e["rate_bps"]} for e in log.of("link_state", since=t0)]
+    states = [{"t": e["t"] - t0, "mode": e["mode"], "candidate": candidate_name(e["mode"], e["split"]),
+               "rate_bps": e["rate_bps"], "rtt": e["rtt"], "predicted_s": e.get("predicted_s", {})}
+              for e in log.of("link_state", since=t0)]
     frames = len(log.of("image", since=t0)) if cfg.record_images else None
-    return {"tag": tag, "results": results, "states": states, "duration": duration,
+    return {"tag": tag, "t0": t0, "results": results, "states": states, "duration": duration,
             "bytes": [e["bytes"] for e in sent], "frames": frames, "logs": str(work)}
 
 

@@ -48,7 +48,7 @@ PARAMETERS = [
 
 # CompressedFeature fields besides the payload (header, names, hash, shape): generous, but capped.
 MAX_METADATA_BYTES = 64 * 1024
-# The link monitor pads probes to at most 64 KiB (link_monitor_node.MAX_PROBE_PADDING).
+# The link monitor pads probes to at most 64 KiB (policy/probing.MAX_MEMBER_BYTES).
 MAX_PROBE_BYTES = 256 * 1024
 REJECT_LOG_PERIOD_S = 5.0   # one log line per kind of rejected frame per period
 
@@ -92,15 +92,18 @@ class RobotLink:
             return
         self.node.enqueue(self, deserialize_message(raw, CompressedFeature), received)
 
-    def echo(self, raw: bytes):
-        """Answer a probe at once; the padding only measures the uplink, so it is not sent back
-        (the echo is never bigger than the probe: no amplification). Probes beyond what a link
-        monitor sends are dropped unanswered."""
+    def echo(self, raw: bytes, info: dict):
+        """Answer a probe at once with when DDS received it here (a train's spacing is the uplink's
+        rate); the padding only measures the uplink, so it is not sent back (the echo is never
+        bigger than the probe: no amplification). Probes beyond what a link monitor sends are
+        dropped unanswered."""
+        received = reception_time(info)
         if len(raw) > MAX_PROBE_BYTES:
             self.node.note_bad_probe(self, len(raw))
             return
         probe = deserialize_message(raw, LinkProbe)
-        self.echo_pub.publish(LinkProbe(seq=probe.seq, sent_stamp=probe.sent_stamp))
+        self.echo_pub.publish(LinkProbe(seq=probe.seq, sent_stamp=probe.sent_stamp,
+                                        received_stamp=wall_time_msg(received)))
 
 
 class DecoderNode(Node):

@@ -3,8 +3,10 @@
   sub frame_feedback (FrameFeedback), link_probe_echo (LinkProbe), onboard_timing (OnboardTiming)
   pub link_probe (LinkProbe), link_state (LinkState: what the encoder follows), /diagnostics
 
-Rate and RTT come from feedback on real payloads plus light probes (padded probes only when little
-payload traffic flows, capped at probe_max_fraction of the measured rate). Every update predicts
+Rate and RTT come from tiny probes (RTT), probe trains and backlogged payloads (rate, from the spacing
+of their arrivals at the edge; trains capped at probe_max_fraction of the measured rate, paused while
+payloads measure, sent at once when the link answers after an outage): policy/link_estimator.py,
+policy/probing.py. Every update predicts
 T = T_onboard + bytes/rate + RTT/2 + T_offboard per candidate from the profile and picks one with
 hysteresis and a minimum dwell time (fsplit_ros.policy). T_onboard and T_offboard are the profile's,
 scaled by how much slower than profiled the encoder measures the robot now (onboard_timing) and
@@ -12,6 +14,7 @@ the edge reports itself (FrameFeedback.edge_time): MeasuredTimeCorrection.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -22,7 +25,7 @@ from rclpy.node import Node
 from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState, OnboardTiming
 from fsplit_ros.nodes.messages import PROBE_QOS, reception_time, time_to_float, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
-from fsplit_ros.policy import (CostModel, LinkEstimator, MeasuredTimeCorrection, ModeSelector, ProbeBudget,
+from fsplit_ros.policy import (CostModel, LinkEstimator, MeasuredTimeCorrection, ModeSelector, LinkProber,
                                candidate_mode, candidate_name)
 from fsplit_ros.runtime import MODES
 from fsplit_ros.nodes.runner import run_node
@@ -49,7 +52,11 @@ PARAMETERS = [
     Param("probe_period_s", 0.2, "Probe period.", read_only=True, low=0.01, high=10.0),
     Param("emulated_slowdown", 1.0, "Onboard times of the profile are multiplied by this (the "
           "encoder's emulated_slowdown).", read_only=True, low=1.0, high=100.0),
-    Param("probe_max_fraction", 0.05, "Probe bytes <= this fraction of the measured rate.", low=0.0, high=0.5),
+    Param("probe_max_fraction", 0.05, "Probe trains' bytes <= this fraction of the measured rate (the train "
+          "after an outage excepted).", low=0.0, high=0.5),
+    Param("estimator_trace_file", "", "Append every input of the rate estimator (probe echoes, trains, payload "
+          "feedback) to this JSON-lines file, for replay in tests (test/data/link_traces); empty = off.",
+          read_only=True),
     Param("measured_time_correction", True, "Scale the profile's onboard and edge times by the ratio of "
           "the times measured now (the encoder's onboard_timing, the edge's FrameFeedback.edge_time) to them, "
           "so load on the robot's CPU or a busy edge is priced in: a candidate measured in the last 60 s by "
@@ -68,8 +75,9 @@ class LinkMonitorNode(Node):
         self.p = declare_parameters(self, PARAMETERS)
         profile = self._load_profile()
         self.cost = CostModel(profile, self.p["camera_rate"], onboard_scale=self.p["emulated_slowdown"])
+        self._trace = open(self.p["estimator_trace_file"], "a") if self.p["estimator_trace_file"] else None
         self.estimator = LinkEstimator(window_s=self.p["rate_window_s"], outage_s=self.p["link_timeout_s"],
-                                       max_samples=self.p["rate_samples"])
+                                       max_samples=self.p["rate_samples"], record=self._record)
         self.selector = ModeSelector(self.p["allowed_modes"], self.p["pinned_mode"], self.p["hysteresis"],
                                      self.p["min_dwell_s"], self.p["link_timeout_s"],
                                      min_fidelity=self.p["min_fidelity"])
@@ -84,9 +92,7 @@ class LinkMonitorNode(Node):
         self.factors = {"robot": 1.0, "edge": 1.0}          # general factors at the last update (/diagnostics)
         self.logged_factors = {"robot": 1.0, "edge": 1.0}   # said in the log (changes of > 25 % are)
         self.probe_seq = 0
-        self.probe_budget = ProbeBudget(self.p["probe_max_fraction"])
-        self.padded: dict[int, int] = {}
-        self.last_payload_feedback = 0.0
+        self.prober = LinkProber(self.estimator, self.p["probe_max_fraction"], rtt_timeout_s=self.p["link_timeout_s"])
         self.rejections = 0
         self.rejections_by_kind: dict[str, int] = {}
         self.last_rejection = ""
@@ -157,15 +163,14 @@ class LinkMonitorNode(Node):
             return
         if time_to_float(fb.sent_stamp) > now:
             return   # not a payload this robot sent (its publish time is in our future)
-        residence = time_to_float(fb.finished_stamp) - time_to_float(fb.received_stamp)
-        self.estimator.add_feedback(fb.bytes, time_to_float(fb.sent_stamp), now, residence)
+        received = time_to_float(fb.received_stamp)
+        self.estimator.add_feedback(fb.bytes, time_to_float(fb.sent_stamp), now,
+                                    time_to_float(fb.finished_stamp) - received, received)
         if fb.mode and fb.batch_size > 0:
             name = candidate_name(fb.mode, fb.split_index)
             profiled = self.cost.profiled_offboard_s(name, fb.batch_size)
             if profiled is not None:     # a candidate the profile lacks: on_timing says so for the robot
                 self.offboard.add(name, fb.edge_time / fb.batch_size, profiled, now)
-        if self.estimator.measures_rate(fb.bytes):   # small payloads leave the measuring to probes
-            self.last_payload_feedback = now
 
     def on_timing(self, timing: OnboardTiming):
         profiled = self.cost.profiled_onboard_s(timing.candidate)
@@ -177,29 +182,26 @@ class LinkMonitorNode(Node):
         self.onboard.add(timing.candidate, timing.compute_time, profiled, time.time())
 
     def send_probe(self):
-        """A tiny probe every period, then a padded one when the budget allows (policy/probing.py)."""
+        """A tiny probe every period, then a probe train when one is due (policy/probing.py)."""
         now = time.time()
-        self.probe_budget.max_fraction = self.p["probe_max_fraction"]
-        for padding in self.probe_budget.probes(self.estimator.rate_bps, self.p["probe_period_s"],
-                                                payloads_flowing=now - self.last_payload_feedback <= 1.0):
+        self.prober.max_fraction = self.p["probe_max_fraction"]
+        seqs = []
+        for padding in self.prober.due(self.p["probe_period_s"], now):
             self.probe_seq += 1
-            self.padded[self.probe_seq] = padding
-            if len(self.padded) > 256:
-                self.padded.pop(next(iter(self.padded)))
+            seqs.append(self.probe_seq)
             self.probe_pub.publish(LinkProbe(seq=self.probe_seq, sent_stamp=wall_time_msg(now),
                                              padding=bytes(padding)))
+        self.prober.sent(seqs, now)
 
     def on_echo(self, probe: LinkProbe, info: dict):
-        now = reception_time(info)
-        elapsed = now - time_to_float(probe.sent_stamp)
-        if probe.seq not in self.padded or not 0.0 <= elapsed <= self.p["link_timeout_s"]:
-            return   # unknown, stale, or not our probe (sent in our future)
-        padding = self.padded.pop(probe.seq)
-        if padding:
-            self.estimator.add_transfer(padding, elapsed - self.estimator.rtt_s, now)
-            self.probe_budget.answered()
-        else:
-            self.estimator.add_rtt(elapsed, now)
+        self.prober.echoed(probe.seq, time_to_float(probe.received_stamp), reception_time(info))
+        if self.prober.train_wanted():   # the link is back, or faster than the last train could show
+            self.send_probe()
+
+    def _record(self, event: dict):
+        if self._trace is not None:
+            self._trace.write(json.dumps(event) + "\n")
+            self._trace.flush()
 
     def update(self):
         now = time.time()
@@ -208,7 +210,8 @@ class LinkMonitorNode(Node):
         predictions = self.cost.predict(rate, rtt, onboard_factors=onboard, offboard_factors=offboard)
         blocked = self.blocked_modes(now)
         previous = candidate_mode(self.selector.current)[0]
-        decision = self.selector.update(predictions, self.estimator.since_last_reply(now), now, blocked)
+        decision = self.selector.update(predictions, self.estimator.since_last_reply(now), now, blocked,
+                                        link_measured=self.estimator.rate_known(now))
         reason = decision.reason
         if decision.changed and previous in blocked:
             reason = f"{reason}: {self.blocked[previous][1]}"   # say what the edge answered
@@ -267,6 +270,8 @@ class LinkMonitorNode(Node):
         by_kind = ", ".join(f"{k}={n}" for k, n in sorted(self.rejections_by_kind.items()))
         status.values = [KeyValue(key="rate_mbps", value=f"{s.rate_bps / 1e6:.3f}"),
                          KeyValue(key="rtt_ms", value=f"{s.rtt * 1e3:.1f}"),
+                         KeyValue(key="probe_trains", value=f"{self.prober.trains_sent} sent, "
+                                                            f"{self.prober.trains_lost} lost"),
                          KeyValue(key="mode", value=s.mode), KeyValue(key="split_index", value=str(s.split_index)),
                          KeyValue(key="onboard_factor", value=f"{self.factors['robot']:.2f}"),
                          KeyValue(key="edge_factor", value=f"{self.factors['edge']:.2f}"),

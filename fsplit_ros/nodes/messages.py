@@ -11,9 +11,9 @@ from vision_msgs.msg import (BoundingBox2D, Classification, Detection2D, Detecti
 from fsplit_ros.runtime.results import top_k_classes
 
 # Link probes and their echoes: best effort (a probe lost in a cut must not be retransmitted and
-# measured later), a few deep (a tiny probe and a padded one go out together: at depth 1 the
-# second could replace the first in a reader that had not taken it yet).
-PROBE_QOS = QoSProfile(depth=4, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
+# measured later), deep enough for a tiny probe and a whole train (policy/probing.MAX_TRAIN_MEMBERS)
+# that go out together: a shallower reader that had not taken them yet would drop the first ones.
+PROBE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 
 RESULT_TOPICS = {"classification": ("classification", Classification),
                  "detection": ("detections", Detection2DArray)}

@@ -62,7 +62,8 @@ def event_fields(topic: str, msg) -> dict:
         return {"stamp": stamp, "seq": msg.seq, "bytes": msg.bytes, "ok": msg.ok, "error": msg.error,
                 "edge_s": msg.edge_time, "batch": msg.batch_size}
     return {"rate_bps": msg.rate_bps, "rtt": msg.rtt, "mode": msg.mode, "split": msg.split_index,
-            "reason": msg.reason, "down_s": msg.since_last_reply}
+            "reason": msg.reason, "down_s": msg.since_last_reply,
+            "predicted_s": dict(zip(msg.candidate_modes, msg.predicted_latency))}
 
 
 class RecorderNode(Node):

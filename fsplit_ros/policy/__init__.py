@@ -2,9 +2,10 @@
 from fsplit_ros.policy.cost_model import CostModel, Prediction
 from fsplit_ros.policy.flow_control import InFlightWindow
 from fsplit_ros.policy.link_estimator import LinkEstimator
-from fsplit_ros.policy.probing import ProbeBudget
+from fsplit_ros.policy.probing import LinkProber
 from fsplit_ros.policy.time_correction import MeasuredTimeCorrection
-from fsplit_ros.policy.selector import Decision, ModeSelector, candidate_mode, candidate_name
+from fsplit_ros.policy.selector import (Decision, ModeSelector, candidate_mode, candidate_name,
+                                       preferred_modes)
 
-__all__ = ["CostModel", "Decision", "InFlightWindow", "LinkEstimator", "MeasuredTimeCorrection", "ModeSelector", "Prediction", "ProbeBudget", "candidate_mode",
-           "candidate_name"]
+__all__ = ["CostModel", "Decision", "InFlightWindow", "LinkEstimator", "MeasuredTimeCorrection", "ModeSelector", "Prediction", "LinkProber", "candidate_mode",
+           "candidate_name", "preferred_modes"]

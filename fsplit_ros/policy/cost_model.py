@@ -1,6 +1,12 @@
 """Dynamic Split Computing's cost model with the profiled per-candidate costs:
 
-    T(candidate) = T_onboard + bytes / rate + RTT/2 + T_offboard(batch)      (local: T_onboard only)
+    T(candidate) = W + T_onboard + bytes / rate + RTT/2 + T_offboard(batch)  (local: W + T_onboard)
+
+W is the wait of a frame for the robot to be free (camera_wait_s): a candidate slower than the
+camera keeps the robot busy, and the frame it takes next (newest wins) arrived on average half a
+camera period earlier. Without it `local` at 110 ms per frame and 10 fps was predicted at 99-119 ms
+and measured at 162-186 ms (result - camera stamp), so the monitor kept it where split@19 delivered
+132 ms (issue 17, bench/results/link_estimation_before.md).
 
 T_onboard is the profiled time x the robot's emulated slowdown x the candidate's measured onboard
 factor, T_offboard the profiled time x its measured edge factor (MeasuredTimeCorrection: how much
@@ -20,12 +26,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 
+# Utilisation (T_onboard x camera rate) over which the wait rises from 0 to half a period: frame
+# times jitter, so a candidate at 95 % of the camera period already waits now and then.
+WAIT_RAMP = (0.9, 1.1)
+
+
+def camera_wait_s(onboard_s: float, camera_rate: float) -> float:
+    """Mean wait of a frame for the robot to finish the previous one (newest frame wins)."""
+    load = onboard_s * camera_rate
+    low, high = WAIT_RAMP
+    return 0.5 / camera_rate * min(1.0, max(0.0, (load - low) / (high - low)))
+
+
 @dataclass(frozen=True)
 class Prediction:
     latency_s: float
     sustainable: bool
     bytes: float
     fidelity: float | None = None
+    # the parts of latency_s: wait for the robot, onboard, link (bytes/rate + RTT/2), edge
+    parts: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def explain(self) -> str:
+        """'83 ms (wait 12 + robot 60 + link 5 + edge 6)': what a decision was made from."""
+        wait, robot, link, edge = (1e3 * x for x in self.parts)
+        return f"{self.latency_s * 1e3:.0f} ms (wait {wait:.0f} + robot {robot:.0f} + link {link:.0f} + edge {edge:.0f})"
 
 
 class CostModel:
@@ -59,14 +84,15 @@ class CostModel:
         for name, c in self.candidates.items():
             onboard = onboard_s[name]
             compute_ok = onboard * self.camera_rate <= 1.0 or (c["mode"] != "local" and onboard <= local_s)
+            wait = camera_wait_s(onboard, self.camera_rate)
             if c["mode"] == "local":
-                out[name] = Prediction(onboard, compute_ok, 0.0)
+                out[name] = Prediction(wait + onboard, compute_ok, 0.0, parts=(wait, onboard, 0.0, 0.0))
                 continue
             offboard = self.profiled_offboard_s(name, batch) * edge_factors.get(name, 1.0)
             transfer = 8.0 * c["bytes"] / max(rate_bps, 1.0)
             link_ok = 8.0 * c["bytes"] * self.camera_rate <= rate_bps
-            out[name] = Prediction(onboard + transfer + rtt_s / 2 + offboard, compute_ok and link_ok, c["bytes"],
-                                   c.get("fidelity"))
+            out[name] = Prediction(wait + onboard + transfer + rtt_s / 2 + offboard, compute_ok and link_ok,
+                                   c["bytes"], c.get("fidelity"), parts=(wait, onboard, transfer + rtt_s / 2, offboard))
         return out
 
     @staticmethod

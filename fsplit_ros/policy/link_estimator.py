@@ -1,99 +1,144 @@
 """Estimate the uplink rate and the round-trip time from what actually crosses the link.
 
-Samples come from two sources, both timed on the robot's own clock:
-  * probes: a tiny probe's echo time is the RTT; a padded probe's extra time is padding/rate;
-  * payload feedback: the payload finished arriving at the edge at
-    end = feedback arrival - edge residence - RTT/2, and could not start arriving before it was
-    published (+RTT/2) nor before the previous payload had arrived; end - start = bytes/rate.
-    Taking the previous payload's end out removes queueing, which is delay, not rate.
-Rate is the ratio sum(bytes)/sum(transfer seconds) over the newest `max_samples` samples inside the
-window: a few samples react to a rate step within a few frames in both directions (a long window
-would hold a rise back until the old samples expire), and the ratio of sums stays robust to one
-odd sample. Samples older than the window, or that spent longer than `max_transfer_s` (stale:
-queued across a link cut), are dropped, and so are messages smaller than `min_sample_bytes` (they
-only prove the link is up).
+The rate comes from *dispersion*: how far apart the edge received messages that sat back to back on
+the link (differences of edge-clock stamps, so robot and edge clocks need not agree):
+  * probe trains (policy/probing.py): the second half of a train, after its first members spent
+    whatever burst the link allows;
+  * payloads that queued behind the previous payload (published before it had arrived): their
+    bytes over the gap between the two arrivals. That is what a backlogged sender sees: the rate.
+A single message's own transfer time is not a rate: bursts (a shaper's token bucket, a radio's
+aggregation, socket buffers) let its first bytes through at once, and delays nothing accounts for
+(DDS threads, a busy CPU) add to it. Timed alone, 24 KB probes read a 20 Mbit/s link 1.5-1.7x high
+and 4.5 KB payloads a 1 Mbit/s link 15-30 % low (issue 17). A lone payload is used for one thing:
+one that took far longer than the estimate allows (below DROP_FACTOR of it) proves the link slowed
+down, and replaces the samples at once (a burst only ever makes a message look faster).
+A train that arrived faster than MIN_DISPERSION_S (all of it inside the burst) only says the link
+is at least that fast: the estimate rises to that bound and the next train, sized for it, measures.
+
+Rate = sum(bytes) / sum(seconds) over the newest `max_samples` samples inside the window: a few
+samples follow a rate step within a train or two, and the ratio of sums is robust to one odd sample.
+After an outage (no reply for `outage_s`) the samples say nothing about the link now: they are
+dropped, and for up to `remeasure_s` the rate counts as unknown (`rate_known`) so the policy can
+wait for the train the link monitor sends at once (ProbeScheduler.measure_now) instead of choosing
+from a guess; after that the estimate is the conservative prior, never above the rate before.
 """
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 
-# A message must span several packets to measure a rate: one packet passes any shaper's burst (and
-# a radio's aggregation) at once, so its transfer time says "fast" whatever the link's rate.
-MIN_RATE_SAMPLE_BYTES = 3000    # > 2 Ethernet frames
-# ...and must take long enough at the estimated rate that the few milliseconds of delay nothing
-# accounts for (DDS send and receive threads, scheduling on a busy CPU) do not dominate: 4.5 KB
-# detector payloads measured a 20 Mbit/s link at 4-5 Mbit/s and, counted as measuring, stopped
-# the probes that would have shown it faster.
+# A lone payload shorter than this says nothing about the rate, even when it looks slow: scheduling
+# delays of a few milliseconds on a busy CPU would read as a slow link.
 MIN_RATE_SAMPLE_S = 0.010
+# ...and must span several packets (one packet passes any burst at once).
+MIN_RATE_SAMPLE_BYTES = 3000
+# A lone payload slower than this fraction of the estimate proves a drop (bursts only speed up).
+DROP_FACTOR = 0.5
+# Spacing the edge's reception stamps resolve; a train arriving faster is only a lower bound.
+MIN_DISPERSION_S = 0.001
+MAX_RATE_BPS = 10e9
+# A payload published this long before the previous one had arrived queued behind it on the link.
+QUEUED_MARGIN_S = 0.002
+# Payload dispersion this recent lets the probe trains pause (payloads_measure).
+PAYLOAD_MEASURE_S = 1.0
 
 
 class LinkEstimator:
     def __init__(self, window_s: float = 2.0, initial_rate_bps: float = 1e6, initial_rtt_s: float = 0.05,
-                 min_transfer_s: float = 1e-4, max_transfer_s: float = 5.0, outage_s: float = 0.6,
-                 max_samples: int = 4, min_sample_bytes: int = MIN_RATE_SAMPLE_BYTES):
+                 max_transfer_s: float = 5.0, outage_s: float = 0.6, max_samples: int = 4,
+                 remeasure_s: float = 1.0, record: Callable[[dict], None] | None = None):
+        """record: called with every input (a dict), to save timing traces for replay in tests."""
         self.window_s = window_s
         self.max_samples = max_samples
-        self.min_sample_bytes = min_sample_bytes
-        self._transfers: deque = deque()   # (t, bytes, seconds)
-        self._rtts: deque = deque()        # (t, rtt)
         self.initial_rate_bps = initial_rate_bps
+        self.max_transfer_s = max_transfer_s
+        self.outage_s = outage_s
+        self.remeasure_s = remeasure_s
+        self.record = record
+        self._samples: deque = deque()     # (t, bytes, seconds, source)
+        self._rtts: deque = deque()        # (t, rtt)
         self._rate = initial_rate_bps
         self._rtt = initial_rtt_s
-        self.min_transfer_s = min_transfer_s
-        self.max_transfer_s = max_transfer_s
         self.last_reply: float | None = None
-        self._prev_end = float("-inf")
-        self.outage_s = outage_s
         self._outage_end = float("-inf")
+        self._measured_since_outage = False
+        self.outages = 0                   # ended outages (the link monitor sends a train on each)
+        self.unresolved_trains = 0         # trains that only bounded the rate (it sends another at once)
+        self._prev_end = float("-inf")     # previous payload's arrival, robot clock (estimated)
+        self._prev_edge_t: float | None = None
+        self._last_payload_sample = float("-inf")
+        self._prev_publish = float("-inf")
+        self._last_train_t = float("-inf")
+        self._trains_sent: deque = deque(maxlen=8)   # (sent, occupies the link until: estimated)
 
-    def _reply(self, now: float):
-        """A reply after a silence longer than `outage_s` ends an outage: what was measured before
-        it, and payloads published during it (queued, then retransmitted), say nothing about the
-        link now."""
-        if self.last_reply is not None and now - self.last_reply > self.outage_s:
-            self._transfers.clear()
-            # Unknown again: start from the conservative prior, but never ABOVE what was measured
-            # before. A slow link whose payloads take longer than outage_s looks like a string of
-            # outages; raising its estimate to the prior each time would size probes (and the
-            # encoder's flow control) for a link 4x faster than it is.
-            self._rate = min(self.rate_bps, self.initial_rate_bps)
-            self._outage_end = now
-        self.last_reply = now
+    # --- inputs --------------------------------------------------------------------------------
 
-    def _trim(self, now: float):
-        for q in (self._transfers, self._rtts):
-            while q and now - q[0][0] > self.window_s and len(q) > 1:
-                q.popleft()
-
-    def add_rtt(self, rtt_s: float, now: float):
+    def add_rtt(self, rtt_s: float, now: float) -> None:
+        """A tiny probe's round trip (0 = only a sign of life, e.g. a rejected payload's feedback)."""
+        self._note("rtt", now, rtt_s=rtt_s)
         self._reply(now)
         if rtt_s > 0:
             self._rtts.append((now, rtt_s))
             self._trim(now)
 
-    def add_transfer(self, nbytes: int, seconds: float, now: float):
-        """A message of nbytes spent `seconds` on the link (propagation and edge time removed)."""
+    def add_train(self, sizes: Sequence[int], edge_times: Sequence[float], now: float) -> None:
+        """Every member of a probe train was echoed: paddings and edge arrival times in send order."""
+        self._note("train", now, sizes=list(sizes), edge_times=list(edge_times))
         self._reply(now)
-        if nbytes >= max(1, self.min_sample_bytes) and seconds <= self.max_transfer_s:
-            self._transfers.append((now, nbytes, max(seconds, self.min_transfer_s)))
-            self._trim(now)
+        n = len(sizes)
+        if n < 2 or len(edge_times) != n:
+            return
+        half = n // 2
+        nbytes, span = sum(sizes[half:]), edge_times[-1] - edge_times[half - 1]
+        if span < 0:
+            return                          # reordered: no spacing to read
+        if span < MIN_DISPERSION_S:
+            bound = min(MAX_RATE_BPS, 8.0 * sum(sizes[1:]) / MIN_DISPERSION_S)
+            if bound > self.rate_bps:       # "at least this fast": the next train, sized for it, measures
+                self._samples.clear()
+                self._rate = bound
+                self._measured_since_outage = True
+                self.unresolved_trains += 1
+            return
+        self._add_sample(now, nbytes, span, "train")
 
-    def add_feedback(self, nbytes: int, publish_t: float, arrival_t: float, edge_residence_s: float):
-        """Payload feedback from the edge: derive the transfer time and record it."""
-        if publish_t < self._outage_end:
+    def train_sent(self, nbytes: int, now: float) -> None:
+        """A probe train of nbytes went out: payloads behind it wait for it (not a slower link), and
+        payloads either side of it are not back to back."""
+        self._note("train_sent", now, nbytes=nbytes)
+        self._last_train_t = now
+        busy = max(self._trains_sent[-1][1], now) if self._trains_sent else now
+        self._trains_sent.append((now, busy + 8.0 * nbytes / self.rate_bps))
+
+    def add_feedback(self, nbytes: int, publish_t: float, arrival_t: float, edge_residence_s: float,
+                     edge_received_t: float) -> None:
+        """Payload feedback: published at publish_t and answered at arrival_t (robot clock), received
+        by the edge at edge_received_t (edge clock) and kept there edge_residence_s."""
+        self._note("feedback", arrival_t, nbytes=nbytes, publish_t=publish_t,
+                   edge_residence_s=edge_residence_s, edge_received_t=edge_received_t)
+        if publish_t < self._outage_end:    # published before or during an outage: it queued there
             self._reply(arrival_t)
             return
+        self._reply(arrival_t)
         half_rtt = self.rtt_s / 2
-        end = arrival_t - edge_residence_s - half_rtt
-        start = max(publish_t + half_rtt, self._prev_end)
-        self._prev_end = end
-        self.add_transfer(nbytes, end - start, arrival_t)
+        end = arrival_t - edge_residence_s - half_rtt          # its last byte arrived (robot clock)
+        start = publish_t + half_rtt                           # its first byte could arrive
+        queued = (self._prev_edge_t is not None and start < self._prev_end - QUEUED_MARGIN_S
+                  and not self._prev_publish <= self._last_train_t <= publish_t)
+        gap = edge_received_t - self._prev_edge_t if self._prev_edge_t is not None else 0.0
+        self._prev_end, self._prev_edge_t, self._prev_publish = end, edge_received_t, publish_t
+        if queued and gap > 0 and nbytes >= MIN_RATE_SAMPLE_BYTES:
+            self._add_sample(arrival_t, nbytes, gap, "payload")
+            self._last_payload_sample = arrival_t
+            return
+        busy_until = max((until for sent, until in self._trains_sent if sent <= publish_t), default=start)
+        alone = end - max(start, busy_until)
+        if (nbytes >= MIN_RATE_SAMPLE_BYTES and MIN_RATE_SAMPLE_S <= alone <= self.max_transfer_s
+                and 8.0 * nbytes / alone < DROP_FACTOR * self.rate_bps):
+            self._samples.clear()           # the link slowed down: older samples describe another link
+            self._add_sample(arrival_t, nbytes, alone, "drop")
 
-    def measures_rate(self, nbytes: int) -> bool:
-        """Whether payloads of nbytes measure the link well enough that probes may pause: big enough
-        to be a rate sample and to take MIN_RATE_SAMPLE_S at the current estimate (on a slow link
-        every sample-sized payload does; on a fast one only large ones)."""
-        return nbytes >= max(self.min_sample_bytes, self.rate_bps * MIN_RATE_SAMPLE_S / 8.0)
+    # --- outputs -------------------------------------------------------------------------------
 
     @property
     def rtt_s(self) -> float:
@@ -103,15 +148,55 @@ class LinkEstimator:
 
     @property
     def rate_bps(self) -> float:
-        if self._transfers:
-            recent = list(self._transfers)[-self.max_samples:]
-            total_bytes = sum(b for _, b, _ in recent)
-            total_s = sum(s for _, _, s in recent)
-            self._rate = 8.0 * total_bytes / total_s
+        if self._samples:
+            recent = list(self._samples)[-self.max_samples:]
+            self._rate = 8.0 * sum(s[1] for s in recent) / sum(s[2] for s in recent)
         return self._rate
 
+    def rate_known(self, now: float) -> bool:
+        """False from the end of an outage until the link was measured again (or remeasure_s passed)."""
+        return self._measured_since_outage or now - self._outage_end > self.remeasure_s
+
+    def payloads_measure(self, now: float) -> bool:
+        """Backlogged payloads measured the link recently: probe trains may pause."""
+        return now - self._last_payload_sample <= PAYLOAD_MEASURE_S
+
     def sample_count(self) -> int:
-        return len(self._transfers)
+        return len(self._samples)
 
     def since_last_reply(self, now: float) -> float:
         return float("inf") if self.last_reply is None else now - self.last_reply
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _note(self, kind: str, now: float, **fields) -> None:
+        if self.record is not None:
+            self.record({"kind": kind, "t": now, **fields})
+
+    def _reply(self, now: float) -> None:
+        """A reply after a silence longer than `outage_s` (or the first ever) ends an outage."""
+        if self.last_reply is None or now - self.last_reply > self.outage_s:
+            if self.last_reply is not None:
+                # Unknown again: never ABOVE what was measured before (a slow link whose payloads
+                # take longer than outage_s looks like a string of outages).
+                self._rate = min(self.rate_bps, self.initial_rate_bps)
+            self._samples.clear()
+            self._outage_end = now
+            self._measured_since_outage = False
+            self._prev_end, self._prev_edge_t = float("-inf"), None
+            self.outages += 1
+        self.last_reply = now
+
+    def _add_sample(self, now: float, nbytes: int, seconds: float, source: str) -> None:
+        if seconds > self.max_transfer_s:
+            return                          # queued across a cut: stale
+        if source != "drop":   # a lone payload only bounds the rate from above: dispersion replaces it
+            self._samples = deque(x for x in self._samples if x[3] != "drop")
+        self._samples.append((now, nbytes, seconds, source))
+        self._measured_since_outage = True
+        while self._samples and now - self._samples[0][0] > self.window_s and len(self._samples) > 1:
+            self._samples.popleft()
+
+    def _trim(self, now: float) -> None:
+        while self._rtts and now - self._rtts[0][0] > self.window_s and len(self._rtts) > 1:
+            self._rtts.popleft()

@@ -30,7 +30,7 @@ from vision_msgs.msg import Classification
 
 from fsplit_ros.datasets.offline import labelled_imagenet_photos
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkProbe, LinkState
-from fsplit_ros.nodes.messages import PROBE_QOS
+from fsplit_ros.nodes.messages import PROBE_QOS, wall_time_msg
 from ros_harness import NodeProcess, RosProbe
 
 pytestmark = [pytest.mark.ros]
@@ -135,8 +135,9 @@ def nodes(tmp_path_factory, request):
             "feature": probe.publisher(CompressedFeature, "compressed_feature"),
             "probe": probe.publisher(LinkProbe, "link_probe", PROBE_QOS)}
     echo_pub = probe.publisher(LinkProbe, "/lm/link_probe_echo", PROBE_QOS)
+    # ... stamped with their arrival, as the decoder's echo is (the monitor reads a train's spacing)
     probe.node.create_subscription(LinkProbe, "/lm/link_probe", lambda p: echo_pub.publish(
-        LinkProbe(seq=p.seq, sent_stamp=p.sent_stamp)), PROBE_QOS)
+        LinkProbe(seq=p.seq, sent_stamp=p.sent_stamp, received_stamp=wall_time_msg())), PROBE_QOS)
     probe.subscribe(LinkState, "/lm/link_state")
     probe.subscribe(DiagnosticArray, "/diagnostics")
     pubs["lm_feedback"] = probe.publisher(FrameFeedback, "/lm/frame_feedback")

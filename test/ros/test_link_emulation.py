@@ -1,10 +1,11 @@
 """The adaptive policy on a real shaped link: robot side and edge side in two network namespaces
 joined by a tc-shaped veth. Rate steps 20 -> 0.5 -> 20 Mbit/s, then the link is cut and restored.
-After every rate step and cut the link monitor must pick, within 1 s, the mode the cost model picks
-for the true link rate (`local` for a cut) and (at the low rate) hold it without flapping; results
-must keep arriving; a restore, a step up from a 10x slower link, or a step that finds the monitor in
-`local` must end within 6 s (only probes measure the link there: it must first prove it is back or
-faster; see RECOVERY_DEADLINE_S)."""
+After every rate step and cut the link monitor must pick the mode the cost model picks for the true
+link rate (`local` for a cut) and (at the low rate) hold it without flapping; results must keep
+arriving. The deadlines are twice the worst value seen on the bed (bench/link_estimation.py and the
+clean-clone runs of issue 17), so this test checks behaviour, not how busy the shared CPU was; the
+package's promises (a switch within 1 s of a rate step, local within 1 s of a cut, an offloading
+mode within 1 s of a restore) are benchmark figures (BENCHMARKS.md section 9)."""
 import json
 import os
 import time
@@ -13,35 +14,26 @@ from pathlib import Path
 import pytest
 
 from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable
-from fsplit_ros.policy import CostModel, candidate_mode
+from fsplit_ros.policy import CostModel, preferred_modes
 from fsplit_ros.process_graph import EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 from fsplit_ros.profiling import cached_profile
 
 SLOWDOWN = 4.0          # emulate a robot CPU 4x slower than this machine
 CAMERA_FPS = 10.0
 HYSTERESIS = 0.15
-SWITCH_DEADLINE_S = 1.0        # after a rate step, and after a cut (link_timeout_s is 0.6 s)
-# After a cut the link must first prove it is back (a probe echo) and the rate is re-measured from
-# the conservative prior: "recover when the link returns" (issue #5), measured 0.13-0.26 s in 14 runs
-# and 1.08 s once in CI. The same holds for a step up from a link 10x slower: at 0.5 Mbit/s the
-# monitor holds `local` or split@19 (they tie within the hysteresis; ~0.9 kB/frame), whose traffic
-# cannot measure a 20 Mbit/s link, so only padded probes do, growing by slow start: 1.14-1.15 s
-# measured from `local` twice and 1.14 s from split@19 once (clean-clone CI), then 3.01 s once on a
-# fresh clone (issue 17). The deadline is 2x that worst value, so the test checks that the monitor
-# recovers, not how lucky the shared CPU was; recovering within 1 s is the product's promise and
-# belongs in a benchmark figure (issue 17: not built yet).
-RECOVERY_DEADLINE_S = 6.0
+# A step down: image payloads time the slower link within one payload (worst seen 0.74 s). A cut:
+# link_timeout_s (0.6 s) without a reply, then the next decision (worst seen ~0.7 s).
+SWITCH_DEADLINE_S = 2.0
+# A restore or a step up from a link 10x slower: only probes measure the link there; a train goes
+# out at the first reply and again at once while trains only bound the rate (worst seen ~1.1 s;
+# before issue 17 probes grew by slow start and it took up to 3.01 s).
+RECOVERY_DEADLINE_S = 3.0
 PHASES = [(20.0, 8.0), (0.5, 8.0), (20.0, 8.0), (0.0, 5.0), (20.0, 8.0)]   # (Mbit/s, seconds); 0 = cut
 
 
 def acceptable_modes(cost: CostModel, rate_mbit: float, rtt_s: float = 0.002) -> set[str]:
     """Modes the cost model picks at the true rate; a tie inside the hysteresis band allows both."""
-    if rate_mbit == 0:
-        return {"local"}
-    pred = cost.predict(rate_mbit * 1e6, rtt_s)
-    eligible = {n: p for n, p in pred.items() if p.sustainable or n == "local"}
-    best = min(p.latency_s for p in eligible.values())
-    return {candidate_mode(n)[0] for n, p in eligible.items() if p.latency_s * (1 - HYSTERESIS) <= best}
+    return {"local"} if rate_mbit == 0 else preferred_modes(cost.predict(rate_mbit * 1e6, rtt_s), HYSTERESIS)
 
 
 @pytest.fixture

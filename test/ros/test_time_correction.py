@@ -13,6 +13,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 
 from fsplit_ros.msg import FrameFeedback, LinkState, OnboardTiming
+from fsplit_ros.policy.cost_model import camera_wait_s
 from fsplit_ros.nodes.messages import wall_time_msg
 from fsplit_ros.profiling.profiler import FORMAT
 from ros_harness import NodeProcess, RosProbe
@@ -103,8 +104,10 @@ def test_measured_onboard_and_edge_times_scale_the_predictions(monitor):
     for k in range(9):
         timing_pub.publish(OnboardTiming(candidate="local", compute_time=0.3))
         time.sleep(0.03)
-    after = _wait_for_local(probe, 0.3)
-    assert after, f"local never predicted at 0.3 s: {_predicted(probe.messages('/oc/link_state')[-1])}"
+    # 0.3 s per frame at 5 fps keeps the robot busy: the prediction adds the frame's wait for it
+    local_s = 0.3 + camera_wait_s(0.3, 5.0)
+    after = _wait_for_local(probe, local_s)
+    assert after, f"local never predicted at {local_s} s: {_predicted(probe.messages('/oc/link_state')[-1])}"
     # every candidate's onboard part is scaled (image: 5 ms x 2 slowdown -> 30 ms); the rest is unchanged
     assert _predicted(after)["image"] - _predicted(before)["image"] == pytest.approx(0.020, abs=1e-6)
     assert _predicted(after)["split@13"] - _predicted(before)["split@13"] == pytest.approx(0.080, abs=1e-6)
@@ -120,7 +123,7 @@ def test_measured_onboard_and_edge_times_scale_the_predictions(monitor):
     for bad in (float("nan"), -1.0, float("inf")):
         timing_pub.publish(OnboardTiming(candidate="local", compute_time=bad))
     time.sleep(0.5)
-    assert _wait_for_local(probe, 0.3), "an unusable timing changed the prediction"
+    assert _wait_for_local(probe, local_s), "an unusable timing changed the prediction"
     assert "onboard_timing for 'split@99', which the profile does not have" in proc.log()
 
     # The edge reports image payloads at 2x their profiled 30 ms (a batch of 2 in 120 ms); small
