@@ -1,7 +1,10 @@
 """Benchmark 4: the adaptive policy over a bandwidth trace (steps and a slow fade) against every
 static mode and the hindsight oracle (the best static mode in each interval). Needs root.
 
-    sudo python bench/adaptive_trace.py [--slowdown 4] [--interval 5]
+    sudo python bench/adaptive_trace.py [--slowdown 4] [--interval 5] [--trace steps]
+
+--trace steps: 10 s phases between 20 and 0.5 Mbit/s (20, 2, 0.5, 5, 20, 0.5, 20), the step trace of
+issue 17, written to adaptive_steps.md.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from fsplit_ros.process_graph import GraphConfig
 # steps 20 -> 5 -> 1, a slow fade 1 -> 0.25 over 20 s, then back to 20 Mbit/s
 TRACE = [(0, 20), (15, 5), (30, 1)] + [(45 + 2 * i, round(1 - 0.075 * i, 3)) for i in range(11)] + [(70, 20)]
 DURATION = 85.0
+STEPS = [(0, 20), (10, 2), (20, 0.5), (30, 5), (40, 20), (50, 0.5), (60, 20)]
+TRACES = {"default": (TRACE, DURATION, "adaptive_trace"), "steps": (STEPS, 70.0, "adaptive_steps")}
 CONFIGS = ["local", "split", "bottleneck", "image (224 crop, JPEG q95)", "adaptive"]
 
 
@@ -25,10 +30,12 @@ def main():
     ap.add_argument("--bottleneck", default="default",
                     help="FrankenSplit checkpoint for the bottleneck mode (default: the shipped one)")
     ap.add_argument("--interval", type=float, default=5.0)
+    ap.add_argument("--trace", choices=sorted(TRACES), default="default")
     args = ap.parse_args()
+    trace, duration, result_name = TRACES[args.trace]
     base = GraphConfig(slowdown=args.slowdown, bottleneck_checkpoint=args.bottleneck)
-    runs = {name: run_trace(config(base, name), TRACE, DURATION, name[:6]) for name in CONFIGS}
-    edges = np.arange(0, DURATION + 1e-9, args.interval)
+    runs = {name: run_trace(config(base, name), trace, duration, name[:6]) for name in CONFIGS}
+    edges = np.arange(0, duration + 1e-9, args.interval)
     per = {name: [summary(runs[name], a, b)["mean_ms"] for a, b in zip(edges, edges[1:])] for name in CONFIGS}
     static = [n for n in CONFIGS if n != "adaptive"]
     # Hindsight oracle: in each interval the static configuration with the lowest mean latency,
@@ -48,13 +55,13 @@ def main():
     for name in CONFIGS:
         rows.append(f"| {name} | {overall[name]:.0f} | {overall_fps[name]:.1f} | {overall[name] / overall['adaptive']:.2f}x |")
     rows.append(f"| hindsight oracle (best static per {args.interval:g} s interval) | {oracle_mean:.0f} (interval mean) | | |")
-    md = (f"# Adaptive policy over a bandwidth trace\n\nTrace (s: Mbit/s): {TRACE}; {DURATION:g} s; robot CPU "
+    md = (f"# Adaptive policy over a bandwidth trace\n\nTrace (s: Mbit/s): {trace}; {duration:g} s; robot CPU "
           f"emulated {args.slowdown:g}x slower; real graph over a tc-shaped veth between two namespaces.\n\n"
           + "\n".join(rows) + f"\n\nAdaptive interval-mean latency {adaptive_interval_mean:.0f} ms vs oracle "
           f"{oracle_mean:.0f} ms: {100 * (adaptive_interval_mean / oracle_mean - 1):+.1f}%. Best static mode overall: "
           f"{best_static} ({overall[best_static]:.0f} ms): adaptive is "
           f"{100 * (1 - overall['adaptive'] / overall[best_static]):.1f}% lower.\n")
-    write_results("adaptive_trace", md, {"trace": TRACE, "per_interval_mean_ms": per, "per_interval_fps": fps,
+    write_results(result_name, md, {"trace": trace, "per_interval_mean_ms": per, "per_interval_fps": fps,
                                          "oracle": oracle, "overall_mean_ms": overall})
 
 
