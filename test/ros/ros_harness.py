@@ -13,6 +13,16 @@ from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
+
+def note_timing(test: str, **values) -> None:
+    """Append a measured wall-clock figure to $FSPLIT_TEST_TIMINGS (JSON lines) when set, so that a
+    series of suite runs shows the worst value each deadline has to cover (issue 17)."""
+    path = os.environ.get("FSPLIT_TEST_TIMINGS")
+    if path:
+        import json
+        with open(path, "a") as f:
+            f.write(json.dumps({"test": test, "t": time.time(), **values}) + "\n")
+
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node

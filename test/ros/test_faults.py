@@ -34,7 +34,7 @@ from vision_msgs.msg import Classification
 from fsplit_ros.datasets.offline import labelled_imagenet_photos
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
 from fsplit_ros.process_graph import ProcessGraph
-from ros_harness import RosProbe
+from ros_harness import RosProbe, note_timing
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -205,6 +205,7 @@ def test_edge_killed_robot_falls_back_at_the_link_timeout_and_recovers(graph):
     fallback_s = fell_back_at - killed_at
     state = next(s for t, s in g.timed("link_state", killed_at) if s.mode == "local")
     print(f"edge killed -> LinkState local after {fallback_s * 1e3:.0f} ms ({state.reason})")
+    note_timing("edge_killed_fallback", delay_s=round(fallback_s, 3))
     assert fallback_s <= FALLBACK_DEADLINE_S, f"fallback took {fallback_s:.2f} s ({state.reason})"
     assert "link down" in state.reason, state.reason
 

@@ -17,6 +17,7 @@ from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable
 from fsplit_ros.policy import CostModel, preferred_modes
 from fsplit_ros.process_graph import EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 from fsplit_ros.profiling import cached_profile
+from ros_harness import note_timing
 
 SLOWDOWN = 4.0          # emulate a robot CPU 4x slower than this machine
 CAMERA_FPS = 10.0
@@ -106,6 +107,8 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
           "recovering (from local or a 10x slower link)")
     for row in report:
         print(row)
+        note_timing("link_emulation", rate_mbit=row[0], delay_s=row[2], results=row[3], excursions=row[5],
+                    recovering=row[6])
     for rate, want, delay, got_results, final, excursions, recovering in report:
         # recovering (after a cut, or from a slow phase's local/tiny-payload mode): probes only
         deadline = RECOVERY_DEADLINE_S if recovering and rate > 0 else SWITCH_DEADLINE_S
