@@ -116,10 +116,9 @@ class LinkEstimator:
         by the edge at edge_received_t (edge clock) and kept there edge_residence_s."""
         self._note("feedback", arrival_t, nbytes=nbytes, publish_t=publish_t,
                    edge_residence_s=edge_residence_s, edge_received_t=edge_received_t)
-        if publish_t < self._outage_end:    # published before or during an outage: it queued there
-            self._reply(arrival_t)
-            return
         self._reply(arrival_t)
+        if publish_t < self._outage_end:    # published before or during an outage: it queued there
+            return
         half_rtt = self.rtt_s / 2
         end = arrival_t - edge_residence_s - half_rtt          # its last byte arrived (robot clock)
         start = publish_t + half_rtt                           # its first byte could arrive
