@@ -299,3 +299,18 @@ def test_in_flight_window_frees_unanswered_slots_after_the_timeout():
     slow = InFlightWindow(max_frames=1, timeout_s=2.0)
     slow.sent(1, 150_000, 0.0)                  # 4.8 s at 0.25 Mbit/s
     assert slow.in_flight(5.0, 0.25e6) == 1 and slow.in_flight(6.9, 0.25e6) == 0
+
+
+def test_an_answer_frees_the_older_payloads_the_newest_replaced():
+    """The publisher keeps the newest payload only: one not yet delivered when the next went out is
+    replaced and never answered. The answer to the newer one frees its slot at once, instead of
+    after the timeout (a 2 s stall at 0.5 Mbit/s, issue 17); another sender's seq frees nothing."""
+    window = InFlightWindow(max_frames=2, timeout_s=2.0)
+    window.sent(157, 1_000, 0.0)
+    window.sent(158, 1_000, 0.1)
+    assert not window.may_send(0.3)
+    window.answered(158)
+    assert window.in_flight(0.3) == 0 and window.may_send(0.3)
+    window.sent(159, 1_000, 0.3)
+    window.answered(1_000)                      # not ours
+    assert window.in_flight(0.4) == 1
