@@ -41,8 +41,7 @@ def profile_file(work: Path, backbone: str) -> tuple[Path, dict]:
     from fsplit_ros.cli.profile import sample_frames
     from fsplit_ros.profiling import cached_profile
     from fsplit_ros.runtime import Deployment
-    profile = cached_profile(Deployment.load(backbone), sample_frames(),
-                             Path.home() / ".cache" / "fsplit_ros" / "profiles")
+    profile = cached_profile(Deployment.load(backbone), sample_frames())
     path = work / "profile.json"
     path.write_text(json.dumps(profile))
     return path, profile

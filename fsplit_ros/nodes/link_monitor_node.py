@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
@@ -113,8 +112,7 @@ class LinkMonitorNode(Node):
         from fsplit_ros.runtime import Deployment
         dep = Deployment.load(self.p["backbone"], self.p["weights"] or None,
                               self.p["bottleneck_checkpoint"] or None)
-        profile = cached_profile(dep, sample_frames(), Path.home() / ".cache" / "fsplit_ros" / "profiles",
-                                 idle_wait_s=PROFILE_IDLE_WAIT_S)
+        profile = cached_profile(dep, sample_frames(), idle_wait_s=PROFILE_IDLE_WAIT_S)
         load = profile["timing"].get("other_cpu_load")
         if profile["timing"].get("cached") is False:
             self.get_logger().warning(

@@ -19,7 +19,7 @@ Rate = sum(bytes) / sum(seconds) over the newest `max_samples` samples inside th
 samples follow a rate step within a train or two, and the ratio of sums is robust to one odd sample.
 After an outage (no reply for `outage_s`) the samples say nothing about the link now: they are
 dropped, and for up to `remeasure_s` the rate counts as unknown (`rate_known`) so the policy can
-wait for the train the link monitor sends at once (ProbeScheduler.measure_now) instead of choosing
+wait for the train the link monitor sends at once (LinkProber.train_wanted) instead of choosing
 from a guess; after that the estimate is the conservative prior, never above the rate before.
 """
 from __future__ import annotations
@@ -68,7 +68,6 @@ class LinkEstimator:
         self._prev_edge_t: float | None = None
         self._last_payload_sample = float("-inf")
         self._prev_publish = float("-inf")
-        self._last_train_t = float("-inf")
         self._trains_sent: deque = deque(maxlen=8)   # (sent, occupies the link until: estimated)
 
     # --- inputs --------------------------------------------------------------------------------
@@ -79,7 +78,7 @@ class LinkEstimator:
         self._reply(now)
         if rtt_s > 0:
             self._rtts.append((now, rtt_s))
-            self._trim(now)
+            self._trim(self._rtts, now)
 
     def add_train(self, sizes: Sequence[int], edge_times: Sequence[float], now: float) -> None:
         """Every member of a probe train was echoed: paddings and edge arrival times in send order."""
@@ -106,7 +105,6 @@ class LinkEstimator:
         """A probe train of nbytes went out: payloads behind it wait for it (not a slower link), and
         payloads either side of it are not back to back."""
         self._note("train_sent", now, nbytes=nbytes)
-        self._last_train_t = now
         busy = max(self._trains_sent[-1][1], now) if self._trains_sent else now
         self._trains_sent.append((now, busy + 8.0 * nbytes / self.rate_bps))
 
@@ -122,8 +120,9 @@ class LinkEstimator:
         half_rtt = self.rtt_s / 2
         end = arrival_t - edge_residence_s - half_rtt          # its last byte arrived (robot clock)
         start = publish_t + half_rtt                           # its first byte could arrive
+        last_train = self._trains_sent[-1][0] if self._trains_sent else float("-inf")
         queued = (self._prev_edge_t is not None and start < self._prev_end - QUEUED_MARGIN_S
-                  and not self._prev_publish <= self._last_train_t <= publish_t)
+                  and not self._prev_publish <= last_train <= publish_t)
         gap = edge_received_t - self._prev_edge_t if self._prev_edge_t is not None else 0.0
         self._prev_end, self._prev_edge_t, self._prev_publish = end, edge_received_t, publish_t
         if queued and gap > 0 and nbytes >= MIN_RATE_SAMPLE_BYTES:
@@ -193,9 +192,9 @@ class LinkEstimator:
             self._samples = deque(x for x in self._samples if x[3] != "drop")
         self._samples.append((now, nbytes, seconds, source))
         self._measured_since_outage = True
-        while self._samples and now - self._samples[0][0] > self.window_s and len(self._samples) > 1:
-            self._samples.popleft()
+        self._trim(self._samples, now)
 
-    def _trim(self, now: float) -> None:
-        while self._rtts and now - self._rtts[0][0] > self.window_s and len(self._rtts) > 1:
-            self._rtts.popleft()
+    def _trim(self, queue: deque, now: float) -> None:
+        """Drop entries older than the window, keeping the newest (the best there is)."""
+        while len(queue) > 1 and now - queue[0][0] > self.window_s:
+            queue.popleft()

@@ -16,9 +16,9 @@ cannot starve the probing that would correct it), and pause while payloads measu
 themselves (backlogged payloads: LinkEstimator.payloads_measure). Two cases skip the credit,
 because the estimate is known to be stale and a train settles it at once (`train_wanted`): the
 link's first reply ever or the first after an outage (LinkEstimator.outages), and a train that
-only bounded the rate (LinkEstimator.unresolved_trains). The train after an outage is sized for the conservative
-estimate after an outage: on a link restored slower than before, a train sized for the old rate
-would queue for seconds and look like the next outage. On a faster link it passes inside the burst
+only bounded the rate (LinkEstimator.unresolved_trains). The train after an outage is sized for the
+conservative estimate: on a link restored slower than before, a train sized for the old rate would
+queue for seconds and look like the next outage. On a faster link it passes inside the burst
 and only bounds the rate from below; the estimate jumps to that bound and the next train, sized for
 it, measures: a restored link is measured within a few periods instead of crawling up by slow start
 from a small probe (3.01 s to recover in one run, issue 17).
@@ -72,8 +72,7 @@ class LinkProber:
         self._outages_answered = self._bounds_answered = 0
         self._due: list[int] = []
         self._sent: dict[int, tuple[float, int]] = {}            # seq -> (sent at, padding)
-        self._trains: dict[int, _Train] = {}                      # first seq -> train
-        self._train_of: dict[int, int] = {}                       # member seq -> first seq
+        self._trains: dict[int, _Train] = {}                      # first seq -> train (one, rarely two)
         self.trains_sent = self.trains_lost = 0
 
     def train_wanted(self) -> bool:
@@ -113,9 +112,7 @@ class LinkProber:
                 members[seq] = padding
         self._due = []
         if members:
-            first = min(members)
-            self._trains[first] = _Train(members, sent_t=now)
-            self._train_of.update({s: first for s in members})
+            self._trains[min(members)] = _Train(members, sent_t=now)
             self.trains_sent += 1
             self.estimator.train_sent(sum(members.values()), now)
         while len(self._sent) > 256:
@@ -131,10 +128,10 @@ class LinkProber:
                 self.estimator.add_rtt(now - sent_t, now)
             self._lost_before(seq)
             return
-        first = self._train_of.pop(seq, None)
-        train = self._trains.get(first) if first is not None else None
-        if train is None:
-            return
+        first = next((f for f, train in self._trains.items() if seq in train.sizes), None)
+        if first is None:
+            return                                   # its train was given up
+        train = self._trains[first]
         if edge_received_t <= 0.0:       # an echo without the edge's stamp: no spacing to read
             self._forget(first)
             return
@@ -152,8 +149,7 @@ class LinkProber:
                 self._forget(first)
 
     def _forget(self, first: int) -> None:
-        for seq in self._trains.pop(first).sizes:
-            self._train_of.pop(seq, None)
+        del self._trains[first]
         self.trains_lost += 1
 
     def _expire(self, now: float) -> None:

@@ -222,7 +222,11 @@ def wait_for_idle_cpus(timeout_s: float, window_s: float = 0.5) -> float | None:
             return load.fraction
 
 
-def cached_profile(dep: Deployment, frames: list[np.ndarray], cache_dir: str | Path,
+# Where start-up profiles of this machine are cached (link monitor, tests, benchmarks).
+PROFILE_CACHE_DIR = Path.home() / ".cache" / "fsplit_ros" / "profiles"
+
+
+def cached_profile(dep: Deployment, frames: list[np.ndarray], cache_dir: str | Path = PROFILE_CACHE_DIR,
                    idle_wait_s: float = 0.0, repeats: int = 5, batch_sizes=(1, 2, 4, 8)) -> dict:
     """Profile both sides on this machine once per model (keyed by its hashes), then reuse it.
 

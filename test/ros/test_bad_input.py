@@ -161,7 +161,7 @@ def _profile_file(folder, dep) -> Path:
     from fsplit_ros.cli.profile import sample_frames
     from fsplit_ros.profiling import cached_profile
     path = folder / "profile.json"
-    path.write_text(json.dumps(cached_profile(dep, sample_frames(), Path.home() / ".cache" / "fsplit_ros" / "profiles")))
+    path.write_text(json.dumps(cached_profile(dep, sample_frames())))
     return path
 
 

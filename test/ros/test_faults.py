@@ -95,7 +95,7 @@ class Graph:
         dep = Deployment.load("efficientnet_lite0", bottleneck=None)
         self.state_dict = dep.backbone.model.state_dict()
         self.profile_file.write_text(json.dumps(
-            cached_profile(dep, sample_frames(), Path.home() / ".cache" / "fsplit_ros" / "profiles")))
+            cached_profile(dep, sample_frames())))
         self.start_decoder()
         self.pg.start("encoder", "encoder_node", "robot", params={**COMMON, "emulated_slowdown": SLOWDOWN},
                       remaps={"image": "camera/image_raw"})

@@ -9,7 +9,6 @@ mode within 1 s of a restore) are benchmark figures (BENCHMARKS.md section 9).""
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -55,7 +54,7 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
     from fsplit_ros.runtime import Deployment
 
     dep = Deployment.load("efficientnet_lite0")
-    profile = cached_profile(dep, sample_frames(), Path.home() / ".cache" / "fsplit_ros" / "profiles")
+    profile = cached_profile(dep, sample_frames())
     profile_file = tmp_path / "profile.json"
     profile_file.write_text(json.dumps(profile))
     cost = CostModel(profile, CAMERA_FPS, onboard_scale=SLOWDOWN)
