@@ -7,7 +7,8 @@ Rate and RTT come from tiny probes (RTT), probe trains and backlogged payloads (
 of their arrivals at the edge; trains capped at probe_max_fraction of the measured rate, paused while
 payloads measure, sent at once when the link answers after an outage): policy/link_estimator.py,
 policy/probing.py. Every update predicts
-T = T_onboard + bytes/rate + RTT/2 + T_offboard per candidate from the profile and picks one with
+T = W + T_onboard + bytes/rate + RTT/2 + T_offboard per candidate from the profile (W: a frame's wait
+for a robot still busy with the previous one) and picks one with
 hysteresis and a minimum dwell time (fsplit_ros.policy). T_onboard and T_offboard are the profile's,
 scaled by how much slower than profiled the encoder measures the robot now (onboard_timing) and
 the edge reports itself (FrameFeedback.edge_time): MeasuredTimeCorrection.

@@ -40,12 +40,15 @@ def camera_wait_s(onboard_s: float, camera_rate: float) -> float:
 
 @dataclass(frozen=True)
 class Prediction:
-    latency_s: float
+    # the parts of the latency: wait for the robot, onboard, link (bytes/rate + RTT/2), edge
+    parts: tuple[float, float, float, float]
     sustainable: bool
     bytes: float
     fidelity: float | None = None
-    # the parts of latency_s: wait for the robot, onboard, link (bytes/rate + RTT/2), edge
-    parts: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    @property
+    def latency_s(self) -> float:
+        return sum(self.parts)
 
     def explain(self) -> str:
         """'83 ms (wait 12 + robot 60 + link 5 + edge 6)': what a decision was made from."""
@@ -86,13 +89,13 @@ class CostModel:
             compute_ok = onboard * self.camera_rate <= 1.0 or (c["mode"] != "local" and onboard <= local_s)
             wait = camera_wait_s(onboard, self.camera_rate)
             if c["mode"] == "local":
-                out[name] = Prediction(wait + onboard, compute_ok, 0.0, parts=(wait, onboard, 0.0, 0.0))
+                out[name] = Prediction((wait, onboard, 0.0, 0.0), compute_ok, 0.0)
                 continue
             offboard = self.profiled_offboard_s(name, batch) * edge_factors.get(name, 1.0)
             transfer = 8.0 * c["bytes"] / max(rate_bps, 1.0)
             link_ok = 8.0 * c["bytes"] * self.camera_rate <= rate_bps
-            out[name] = Prediction(wait + onboard + transfer + rtt_s / 2 + offboard, compute_ok and link_ok,
-                                   c["bytes"], c.get("fidelity"), parts=(wait, onboard, transfer + rtt_s / 2, offboard))
+            out[name] = Prediction((wait, onboard, transfer + rtt_s / 2, offboard), compute_ok and link_ok,
+                                   c["bytes"], c.get("fidelity"))
         return out
 
     @staticmethod

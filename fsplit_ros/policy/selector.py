@@ -2,9 +2,9 @@
 so noise in the measurements does not make the robot flap between modes.
 
 Rules, in order: a pinned mode always wins; a link that stopped answering means `local` at once, and
-so does one that answers again but whose rate is not measured yet; the current candidate is left at once when it becomes forbidden or unsustainable; otherwise the
-best sustainable candidate replaces it only when it is `hysteresis` faster and the current one has
-been kept for `min_dwell_s`. A candidate whose recorded fidelity is below `min_fidelity` is never
+so does one that answers again but whose rate is not measured yet; the current candidate is left at
+once when it becomes forbidden or unsustainable; otherwise the best sustainable candidate replaces
+it only when it is `hysteresis` faster and the current one has been kept for `min_dwell_s`. A candidate whose recorded fidelity is below `min_fidelity` is never
 eligible (the learned bottleneck trades accuracy for bytes; this is where a user bounds that).
 `local` is always eligible: it is the fallback that needs no link.
 """
