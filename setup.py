@@ -11,7 +11,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["fsplit_ros", "fsplit_ros.*"]),
-    package_data={"fsplit_ros": ["weights/*.pt", "weights/*.json"]},
+    package_data={"fsplit_ros": ["weights/*.pt", "weights/*.json", "profiling/fidelity/*.json"]},
     install_requires=[
         "numpy",
         "torch>=2.1",

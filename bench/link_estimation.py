@@ -25,7 +25,7 @@ import numpy as np
 
 from common import write_results
 from graph_runs import run_trace
-from fsplit_ros.policy import CostModel, preferred_modes
+from fsplit_ros.policy import DEFAULT_MIN_FIDELITY, CostModel, preferred_modes
 from fsplit_ros.process_graph import GraphConfig
 
 RATES = [20.0, 50.0, 5.0, 1.0, 0.25]        # Mbit/s, in this order (the graph warms up at 20)
@@ -101,7 +101,7 @@ def recovery_rows(run: dict, events, cost: CostModel) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     ends = [t for _, t, _ in events[1:]] + [run["duration"]]
     for (kind, t, rate), end in zip(events, ends):
-        want = {"local"} if rate == 0 else preferred_modes(cost.predict(rate * 1e6, RTT_S), HYSTERESIS)
+        want = {"local"} if rate == 0 else preferred_modes(cost.predict(rate * 1e6, RTT_S), HYSTERESIS, DEFAULT_MIN_FIDELITY)
         hit = next((s["t"] for s in run["states"] if t <= s["t"] < end and s["mode"] in want), None)
         out.setdefault(kind, []).append(float("inf") if hit is None else hit - t)
     return out

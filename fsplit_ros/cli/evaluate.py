@@ -7,11 +7,14 @@ tensors, letterboxed and whole-frame JPEG/WebP, and bottleneck checkpoints.
     fsplit-eval --family B --checkpoints CKPT --out DIR       # footage unlike the training data
     fsplit-eval --heldout my_robot.mp4 my_photos/ --checkpoints CKPT --out DIR   # your footage
     fsplit-eval --backbone nanodet --out bench/results/detection_fidelity/nanodet
+    fsplit-eval --family A --out DIR --record fsplit_ros/profiling/fidelity/efficientnet_lite0.json
 
 Held-out families (fsplit_ros/datasets/frames.py): A, footage like the training data (the
 default), B, footage unlike it (a lab camera; needs the corpus, fsplit-data). --heldout evaluates
 your own videos / images / folders instead, and refuses a checkpoint trained on any of them.
-Agreements come with Wilson 95 % intervals.
+Agreements come with Wilson 95 % intervals. --record writes the image and split rows as the
+backbone's fidelity record, which the link monitor's `min_fidelity` floor reads
+(fsplit_ros/profiling/fidelity.py).
 """
 from __future__ import annotations
 
@@ -47,6 +50,9 @@ def main(argv=None) -> int:
     ap.add_argument("--split-codecs", nargs="+", default=None,
                     help="tensor codecs of the raw split-tensor baselines (default: all for classifiers, "
                          "fp16+zlib and uint8-channel+zlib for detectors)")
+    ap.add_argument("--record", metavar="PATH", default=None,
+                    help="also write the image and split rows as the model's fidelity record (the link "
+                         "monitor's min_fidelity reads fsplit_ros/profiling/fidelity/<backbone>.json)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -94,6 +100,7 @@ def main(argv=None) -> int:
                "heldout_sources": [s.describe() for s in heldout],
                **info, "targets": targets(rows), "rows": [r.to_dict() for r in rows]}
     _write_table(out / "rate_accuracy", summary, rows)
+    _write_record(args, summary)
     plot(rows, out / "rate_accuracy.png", f"{args.backbone}: rate vs top-1 agreement, family {family} "
          f"({info['frames'] + info['photos']} held-out frames)")
     lines = ["| method | setting | bytes/frame | p95 | agreement % [95 % CI] | accuracy % | onboard ms |",
@@ -107,6 +114,15 @@ def main(argv=None) -> int:
     print("\n".join(lines))
     print(json.dumps(summary["targets"], indent=1))
     return 0
+
+
+def _write_record(args, summary: dict) -> None:
+    if args.record:
+        from fsplit_ros.profiling.fidelity import record_from_results, save_record
+        from fsplit_ros.runtime import Deployment
+        weights = Deployment.load(args.backbone, bottleneck=None).backbone.weights_hash
+        save_record(record_from_results(summary, weights), args.record)
+        print(f"fidelity record: {args.record}")
 
 
 def _write_table(stem: Path, summary: dict, rows) -> None:
@@ -140,6 +156,7 @@ def _evaluate_detector(args, argv, frames, heldout, family) -> int:
                "heldout_sources": [s.describe() for s in heldout], **info,
                "cheapest": cheapest, "rows": [r.to_dict() for r in rows]}
     _write_table(out / "detection_fidelity", summary, rows)
+    _write_record(args, summary)
     fidelity.plot(rows, out / "detection_fidelity.png", f"{args.backbone}: fidelity mAP vs bytes ({info['frames']} held-out "
          f"frames, {info['reference_detections']} reference detections)")
     lines = ["| method | setting | bytes/frame | p95 | mAP@0.5 | mAP@[.5:.95] | onboard ms | edge ms |",

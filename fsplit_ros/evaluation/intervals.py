@@ -14,7 +14,9 @@ def wilson_interval(successes: float, trials: int, z: float = 1.959964) -> tuple
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 % and 100 % one bound is exactly the observed proportion (rounding left 0.9999999999999998)
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if successes <= 0 else lo), (1.0 if successes >= trials else hi)
 
 
 def format_interval(value: float, lo: float, hi: float, scale: float = 100.0, digits: int = 1) -> str:

@@ -25,7 +25,7 @@ from rclpy.node import Node
 from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState, OnboardTiming
 from fsplit_ros.nodes.messages import PROBE_QOS, reception_time, time_to_float, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
-from fsplit_ros.policy import (CostModel, LinkEstimator, MeasuredTimeCorrection, ModeSelector, LinkProber,
+from fsplit_ros.policy import (DEFAULT_MIN_FIDELITY, CostModel, LinkEstimator, MeasuredTimeCorrection, ModeSelector, LinkProber,
                                candidate_mode, candidate_name)
 from fsplit_ros.runtime import MODES
 from fsplit_ros.nodes.runner import run_node
@@ -39,9 +39,13 @@ PARAMETERS = [
     Param("allowed_modes", ["local", "split", "bottleneck", "image"], "Modes that may be chosen."),
     Param("pinned_mode", "", "Force this mode; empty = choose adaptively.", choices=("",) + MODES),
     Param("camera_rate", 10.0, "Camera frames per second (sustainability check).", low=0.1, high=240.0),
-    Param("min_fidelity", 0.0, "Never choose a mode whose recorded agreement with the unmodified model "
-          "is below this (the learned bottleneck's held-out top-1 agreement, or fidelity mAP@0.5 for a "
-          "detector, from its checkpoint); 0 = no floor.", low=0.0, high=1.0),
+    Param("min_fidelity", DEFAULT_MIN_FIDELITY, "Never choose a mode whose recorded agreement with the unmodified model "
+          "is below this: held-out top-1 agreement for classifiers, fidelity mAP@0.5 for detectors; the "
+          "bottleneck's from its checkpoint, image and split modes' from the backbone's fidelity record "
+          "(fsplit-eval --record). The default lies in the measured gap between near-lossless paths "
+          "(split tensors >= 99.5 %, the Lite0 bottleneck 96.6-97.9 %, PNG 100 %) and lossy pixels (Lite0 "
+          "JPEG q95 84-86 %), so noise in a held-out set cannot move a configuration across it. 0 = no floor.",
+          low=0.0, high=1.0),
     Param("hysteresis", 0.15, "Switch only when the new mode is predicted this much faster.", low=0.0, high=0.9),
     Param("min_dwell_s", 2.0, "Keep a mode at least this long.", low=0.0, high=60.0),
     Param("link_timeout_s", 0.6, "No reply for this long = link down -> local.", low=0.05, high=60.0),
@@ -74,6 +78,7 @@ class LinkMonitorNode(Node):
         super().__init__("fsplit_link_monitor")
         self.p = declare_parameters(self, PARAMETERS)
         profile = self._load_profile()
+        self._report_fidelity(profile)
         self.cost = CostModel(profile, self.p["camera_rate"], onboard_scale=self.p["emulated_slowdown"])
         self._trace = open(self.p["estimator_trace_file"], "a") if self.p["estimator_trace_file"] else None
         self.estimator = LinkEstimator(window_s=self.p["rate_window_s"], outage_s=self.p["link_timeout_s"],
@@ -122,6 +127,24 @@ class LinkMonitorNode(Node):
                 f"used for this run only and measured again at the next start; for stable decisions run "
                 f"fsplit-profile on an idle machine and pass it as profile_file")
         return profile
+
+    def _report_fidelity(self, profile: dict) -> None:
+        """Fill the candidates' recorded fidelity (profiles cached or made before records existed)
+        and say at start-up which the floor keeps out and whose accuracy loss is unknown."""
+        from fsplit_ros.profiling.fidelity import attach_fidelity, load_record
+        unknown = attach_fidelity(profile, load_record(profile["backbone"]))
+        floor = self.p["min_fidelity"]
+        below = {name: c["fidelity"] for name, c in profile["candidates"].items()
+                 if c.get("fidelity") is not None and c["fidelity"] < floor}
+        if below:
+            self.get_logger().info(
+                f"min_fidelity {floor:g} keeps out " + ", ".join(f"{n} ({f:.1%})" for n, f in sorted(below.items()))
+                + ": lower min_fidelity to allow them, or send lossless pixels (encoder image_codec png)")
+        if unknown and floor > 0:
+            self.get_logger().warning(
+                f"no fidelity record for {', '.join(sorted(unknown))} of '{profile['backbone']}' with these "
+                f"weights and codecs: their accuracy loss is unknown and min_fidelity cannot keep them out; "
+                f"measure it with fsplit-eval --record")
 
     def _on_set_parameters(self, params):
         from rcl_interfaces.msg import SetParametersResult

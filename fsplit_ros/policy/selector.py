@@ -27,12 +27,26 @@ def candidate_name(mode: str, split_index: int) -> str:
     return f"split@{split_index}" if mode == "split" else mode
 
 
-def preferred_modes(predictions: dict[str, Prediction], hysteresis: float) -> set[str]:
+# The link monitor's default fidelity floor. It lies in the measured gap between the near-lossless
+# paths (split tensors >= 99.5 %, the Lite0 bottleneck 96.6-97.9 %, PNG 100 % top-1 agreement on
+# the held-out families) and lossy pixels (Lite0 JPEG q95 84-86 %), so sampling noise of a held-out
+# set cannot move a configuration across it (fsplit_ros/profiling/fidelity.py; BENCHMARKS.md 1).
+DEFAULT_MIN_FIDELITY = 0.9
+
+
+def faithful(prediction: Prediction, min_fidelity: float) -> bool:
+    """Whether a candidate may be chosen under the fidelity floor: unknown fidelity passes (the
+    link monitor warns about those at start-up)."""
+    return prediction.fidelity is None or prediction.fidelity >= min_fidelity
+
+
+def preferred_modes(predictions: dict[str, Prediction], hysteresis: float, min_fidelity: float = 0.0) -> set[str]:
     """The modes a selector may settle in for these predictions: the fastest sustainable candidate
-    (or `local`) and any other whose predicted latency is within the hysteresis band of it (the
-    selector does not leave one of those for the other). Tests and benchmarks judge the monitor's
-    choices at the true link rate by this."""
-    eligible = {n: p for n, p in predictions.items() if p.sustainable or n == "local"}
+    above the fidelity floor (or `local`) and any other whose predicted latency is within the
+    hysteresis band of it (the selector does not leave one of those for the other). Tests and
+    benchmarks judge the monitor's choices at the true link rate by this."""
+    eligible = {n: p for n, p in predictions.items()
+                if n == "local" or (p.sustainable and faithful(p, min_fidelity))}
     best = min(p.latency_s for p in eligible.values())
     return {candidate_mode(n)[0] for n, p in eligible.items() if p.latency_s * (1 - hysteresis) <= best}
 
@@ -61,8 +75,8 @@ class ModeSelector:
         mode = candidate_mode(name)[0]
         if name == "local":
             return True
-        faithful = pred.fidelity is None or pred.fidelity >= self.min_fidelity
-        return mode in self.allowed_modes and mode not in blocked and pred.sustainable and faithful
+        return (mode in self.allowed_modes and mode not in blocked and pred.sustainable
+                and faithful(pred, self.min_fidelity))
 
     def _switch(self, name: str, reason: str, now: float, forced: bool = False) -> Decision:
         """forced: the link made the choice (down, or not measured yet), not the predictions; the

@@ -4,7 +4,9 @@ compressive bottleneck l):
     onboard_ms       robot: head / learned encoder + payload encoding (after the shared preprocessing)
     bytes, bytes_p95 payload size over the sample frames
     offboard_ms[B]   edge: payload decoding + tail, per frame, when B frames are batched
-    fidelity         bottleneck only: held-out agreement with the unmodified model (its checkpoint)
+    fidelity         held-out agreement with the unmodified model: the bottleneck's from its
+                     checkpoint, image and split ones from the backbone's fidelity record
+                     (profiling/fidelity.py); absent where unknown
 
 A profile is measured on the machine that runs each side: `side="robot"` fills onboard numbers,
 `side="edge"` offboard ones, and `merge_profiles` combines the two files.
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fsplit_ros.profiling.fidelity import attach_fidelity, load_record
 from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
 
 FORMAT = "fsplit-profile/1"
@@ -140,6 +143,7 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
     result = {"format": FORMAT, "backbone": dep.name, "model_hashes": dep.model_hashes(),
               "input_size": dep.input_size, "tensor_codec": enc.tensor_codec.name,
               "image_codec": f"{enc.image_codec.name}:{enc.image_codec.quality}",
+              "image_resolution": enc.image_resolution,
               "machine": {side_name: {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
                                       "threads": torch.get_num_threads(), "torch": torch.__version__}
                           for side_name in (["robot", "edge"] if side == "both" else [side])},
@@ -168,6 +172,7 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
                     batch = [payloads[i % len(payloads)] for i in range(b)]
                     timer.add(f"{name}/offboard/{b}", lambda batch=batch: dec.run_tails([dec.decode(p) for p in batch]))
         result["candidates"][name] = entry
+    attach_fidelity(result, load_record(dep.name))
     with OtherCpuLoad() as load:
         medians = timer.run(repeats)
     result["timing"]["other_cpu_load"] = load.fraction
@@ -207,6 +212,7 @@ def load_profile(path: str | Path) -> dict:
         if "onboard_ms" not in entry or "offboard_ms" not in entry:
             raise ValueError(f"{path}: candidate {name} lacks onboard or offboard times: profile both "
                              f"sides (or merge a robot and an edge profile)")
+    attach_fidelity(profile, load_record(profile["backbone"]))   # profiles made before the record
     return profile
 
 

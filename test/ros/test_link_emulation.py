@@ -13,7 +13,7 @@ import time
 import pytest
 
 from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable
-from fsplit_ros.policy import CostModel, preferred_modes
+from fsplit_ros.policy import DEFAULT_MIN_FIDELITY, CostModel, preferred_modes
 from fsplit_ros.process_graph import EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 from fsplit_ros.profiling import cached_profile
 from ros_harness import note_timing
@@ -34,7 +34,7 @@ PHASES = [(20.0, 8.0), (0.5, 8.0), (20.0, 8.0), (0.0, 5.0), (20.0, 8.0)]   # (Mb
 
 def acceptable_modes(cost: CostModel, rate_mbit: float, rtt_s: float = 0.002) -> set[str]:
     """Modes the cost model picks at the true rate; a tie inside the hysteresis band allows both."""
-    return {"local"} if rate_mbit == 0 else preferred_modes(cost.predict(rate_mbit * 1e6, rtt_s), HYSTERESIS)
+    return {"local"} if rate_mbit == 0 else preferred_modes(cost.predict(rate_mbit * 1e6, rtt_s), HYSTERESIS, DEFAULT_MIN_FIDELITY)
 
 
 @pytest.fixture
