@@ -46,6 +46,38 @@ def link_rate_at(trace, t: float) -> float:
     return rate
 
 
+def per_candidate(events: list[dict]) -> dict:
+    """For each candidate that delivered results: how many, bytes per frame, median latency, and
+    the fidelity the link monitor recorded for it (agreement with the full model on held-out frames;
+    None where no record exists). A result belongs to the payload with its camera stamp, or to
+    `local` when none was sent."""
+    from fsplit_ros.policy import candidate_name
+    sent = {e["stamp"]: e for e in events if e["topic"] == "compressed_feature"}
+    fidelity: dict = {}
+    for e in events:
+        if e["topic"] == "link_state":
+            fidelity.update(e.get("fidelity") or {})
+    rows: dict[str, dict] = {}
+    for r in (e for e in events if e["topic"] in RESULT_TOPICS):
+        payload = sent.get(r["stamp"])
+        name = candidate_name(payload["mode"], payload["split"]) if payload else "local"
+        row = rows.setdefault(name, {"latency": [], "bytes": []})
+        row["latency"].append((r["t"] - r["stamp"]) * 1e3)
+        row["bytes"].append(payload["bytes"] if payload else 0)
+    return {name: {"results": len(row["latency"]), "bytes_per_frame": float(np.mean(row["bytes"])),
+                   "latency_ms_p50": float(np.median(row["latency"])),
+                   "fidelity": 1.0 if name == "local" else fidelity.get(name)}
+            for name, row in sorted(rows.items())}
+
+
+def candidate_table(rows: dict) -> str:
+    lines = [f"{'candidate':>12} {'results':>8} {'bytes/frame':>11} {'latency p50':>12} {'fidelity':>9}"]
+    for name, r in rows.items():
+        fid = "unknown" if r["fidelity"] is None else f"{100 * r['fidelity']:.1f} %"
+        lines.append(f"{name:>12} {r['results']:8d} {r['bytes_per_frame']:11.0f} {r['latency_ms_p50']:10.0f}ms {fid:>9}")
+    return "\n".join(lines)
+
+
 def write_report(out: Path, events: list[dict], trace, t0: float, emulated: bool, args) -> dict:
     import matplotlib
     matplotlib.use("Agg")
@@ -65,6 +97,7 @@ def write_report(out: Path, events: list[dict], trace, t0: float, emulated: bool
         "latency_ms": {"p50": float(np.nanmedian(lat)), "p95": float(np.nanpercentile(lat, 95))},
         "bytes_per_frame_by_mode": {m: float(np.mean([e["bytes"] for e in sent if e["mode"] == m]))
                                     for m in sorted({e["mode"] for e in sent})},
+        "by_candidate": per_candidate(events),
         "time_in_mode_s": {m: sum(1 for e in states if e["mode"] == m) * args.update_period for m in modes},
         "mode_switches": [{"t": round(b["t"] - t0, 2), "to": b["mode"], "reason": b["reason"]}
                           for a, b in zip(states, states[1:]) if (a["mode"], a["split"]) != (b["mode"], b["split"])],
@@ -153,6 +186,8 @@ def main(argv=None) -> int:
     summary = write_report(out, events, trace, t0, link is not None, args)
     print(json.dumps({k: summary[k] for k in ("link", "delivered_fps", "latency_ms", "bytes_per_frame_by_mode",
                                               "time_in_mode_s")}, indent=1))
+    print("[demo] results per candidate (fidelity: recorded agreement with the full model on held-out frames)")
+    print(candidate_table(summary["by_candidate"]))
     if "detections" in {e["topic"] for e in events}:
         from fsplit_ros.evaluation.detection_frames import draw_detections
         framed = draw_detections(out / "bag", out / "detections.png")

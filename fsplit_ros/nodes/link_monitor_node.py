@@ -16,6 +16,7 @@ the edge reports itself (FrameFeedback.edge_time): MeasuredTimeCorrection.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 
@@ -246,7 +247,9 @@ class LinkMonitorNode(Node):
                           mode=mode, split_index=split,
                           reason=reason if decision.changed else self.selector_reason(),
                           candidate_modes=names, predicted_latency=[predictions[n].latency_s for n in names],
-                          sustainable=[predictions[n].sustainable for n in names])
+                          sustainable=[predictions[n].sustainable for n in names],
+                          fidelity=[1.0 if n == "local" else math.nan if predictions[n].fidelity is None
+                                    else predictions[n].fidelity for n in names])
         state.header.stamp = self.get_clock().now().to_msg()
         self.state_pub.publish(state)
         self.last_state = state

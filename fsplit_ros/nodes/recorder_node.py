@@ -9,6 +9,7 @@ link_state
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -63,7 +64,8 @@ def event_fields(topic: str, msg) -> dict:
                 "edge_s": msg.edge_time, "batch": msg.batch_size}
     return {"rate_bps": msg.rate_bps, "rtt": msg.rtt, "mode": msg.mode, "split": msg.split_index,
             "reason": msg.reason, "down_s": msg.since_last_reply,
-            "predicted_s": dict(zip(msg.candidate_modes, msg.predicted_latency))}
+            "predicted_s": dict(zip(msg.candidate_modes, msg.predicted_latency)),
+            "fidelity": {n: (None if math.isnan(f) else f) for n, f in zip(msg.candidate_modes, msg.fidelity)}}
 
 
 class RecorderNode(Node):

@@ -116,3 +116,26 @@ def test_fsplit_eval_record_writes_what_attach_reads(tmp_path, lite0):
     assert attach_fidelity(profile, record) == []
     jpeg = next(r for r in summary["rows"] if r["method"] == "jpeg" and r["setting"] == "q95")
     assert profile["candidates"]["image"]["fidelity"] == pytest.approx(jpeg["agreement"])
+
+
+def test_demo_report_puts_each_candidates_fidelity_next_to_its_bytes_and_latency():
+    """Results are attributed by camera stamp to the payload that carried them (local when none
+    did); fidelity comes from what the link monitor published in link_state."""
+    from fsplit_ros.demo import candidate_table, per_candidate
+    events = [{"topic": "link_state", "t": 0.0, "fidelity": {"split@13": 0.998, "image": 0.855, "bottleneck": None}},
+              {"topic": "compressed_feature", "t": 1.0, "stamp": 1.0, "mode": "split", "split": 13, "bytes": 10000},
+              {"topic": "classification", "t": 1.05, "stamp": 1.0},
+              {"topic": "compressed_feature", "t": 2.0, "stamp": 2.0, "mode": "image", "split": 0, "bytes": 17000},
+              {"topic": "classification", "t": 2.03, "stamp": 2.0},
+              {"topic": "compressed_feature", "t": 3.0, "stamp": 3.0, "mode": "bottleneck", "split": 13, "bytes": 4800},
+              {"topic": "classification", "t": 3.04, "stamp": 3.0},
+              {"topic": "classification", "t": 4.1, "stamp": 4.0}]
+    rows = per_candidate(events)
+    assert rows["split@13"] == {"results": 1, "bytes_per_frame": 10000.0, "latency_ms_p50": pytest.approx(50.0),
+                                "fidelity": 0.998}
+    assert rows["image"]["fidelity"] == 0.855 and rows["image"]["bytes_per_frame"] == 17000
+    assert rows["bottleneck"]["fidelity"] is None
+    assert rows["local"] == {"results": 1, "bytes_per_frame": 0.0, "latency_ms_p50": pytest.approx(100.0),
+                             "fidelity": 1.0}
+    table = candidate_table(rows)
+    assert "85.5 %" in table and "unknown" in table and "split@13" in table

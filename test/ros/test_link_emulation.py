@@ -13,7 +13,7 @@ import time
 import pytest
 
 from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable
-from fsplit_ros.policy import DEFAULT_MIN_FIDELITY, CostModel, preferred_modes
+from fsplit_ros.policy import DEFAULT_MIN_FIDELITY, CostModel, candidate_name, preferred_modes
 from fsplit_ros.process_graph import EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 from fsplit_ros.profiling import cached_profile
 from ros_harness import note_timing
@@ -119,3 +119,11 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
         if 0 < rate <= 1.0:
             # the low-rate phase holds its mode: small payloads must not fake a fast link (issue #5)
             assert excursions == 0, f"the monitor flapped {excursions} times at {rate} Mbit/s: {report}"
+    # Every state names each candidate's recorded fidelity (Lite0's JPEG q95 image mode: 85.5 % on
+    # held-out family A) and no chosen candidate lies below the default floor.
+    fidelity = states[-1]["fidelity"]
+    assert fidelity["local"] == 1.0
+    assert fidelity["image"] == pytest.approx(profile["candidates"]["image"]["fidelity"])
+    assert fidelity["image"] < DEFAULT_MIN_FIDELITY
+    chosen = {candidate_name(s["mode"], s["split"]) for s in states}
+    assert all(fidelity[c] is None or fidelity[c] >= DEFAULT_MIN_FIDELITY for c in chosen), (chosen, fidelity)
