@@ -4,6 +4,10 @@
     fsplit-profile --side robot --out robot.json   (on the robot)
     fsplit-profile --side edge --out edge.json     (on the edge)
     fsplit-profile --merge robot.json edge.json --out profile.json
+    fsplit-profile --image-codec png --image-quality 1 --out profile.json   # as the encoder is set
+
+Profile with the codecs the encoder node is configured with: the profile's bytes, times and
+recorded fidelity (min_fidelity) are those of these codecs.
 """
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--tensor-codec", default="uint8-channel+zlib")
+    ap.add_argument("--image-codec", default="jpeg", help="the encoder's image_codec")
+    ap.add_argument("--image-quality", type=int, default=95, help="the encoder's image_quality")
+    ap.add_argument("--image-resolution", default="model", help="the encoder's image_resolution")
     ap.add_argument("--merge", nargs=2, metavar=("ROBOT", "EDGE"))
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
@@ -39,7 +46,9 @@ def main(argv=None) -> int:
         return 0
     dep = Deployment.load(args.backbone, args.weights, args.bottleneck or None)
     profile = profile_deployment(dep, sample_frames(), side=args.side, repeats=args.repeats,
-                                 threads=args.threads, encoder_kwargs={"tensor_codec": args.tensor_codec})
+                                 threads=args.threads, encoder_kwargs={"tensor_codec": args.tensor_codec, "image_codec": args.image_codec,
+                                                 "image_quality": args.image_quality,
+                                                 "image_resolution": args.image_resolution})
     profile["command"] = " ".join(["fsplit-profile", *sys.argv[1:]]) if argv is None else " ".join(argv)
     save_profile(profile, args.out)
     load = profile["timing"]["other_cpu_load"]
@@ -47,8 +56,10 @@ def main(argv=None) -> int:
         print(f"warning: other processes used {load:.0%} of the CPUs while timing: the costs are likely "
               f"inflated; profile again on an idle machine", file=sys.stderr)
     for name, c in profile["candidates"].items():
+        fidelity = ("100 % (the model)" if c["mode"] == "local" else "unknown" if c.get("fidelity") is None
+                    else f"{100 * c['fidelity']:.1f} %")
         print(f"{name:12s} bytes {c['bytes']:9.0f}  onboard {c.get('onboard_ms', float('nan')):7.2f} ms  "
-              f"offboard(B=1) {c.get('offboard_ms', {}).get('1', float('nan')):7.2f} ms")
+              f"offboard(B=1) {c.get('offboard_ms', {}).get('1', float('nan')):7.2f} ms  fidelity {fidelity}")
     return 0
 
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import pytest
 
 from fsplit_ros.cli.profile import sample_frames
+from fsplit_ros.profiling.fidelity import load_record
 from fsplit_ros.profiling import cached_profile, load_profile, profile_deployment
 from fsplit_ros.profiling.profiler import METHOD, OtherCpuLoad, RoundRobinTimer, wait_for_idle_cpus
 
@@ -122,6 +123,12 @@ def test_profile_has_every_candidate_with_both_sides_and_the_cache_reuses_it(lit
         else:
             assert c["bytes"] > 0 and all(v > 0 for v in c["offboard_ms"].values()), name
 
+    # every offloading candidate carries its recorded held-out fidelity (the Lite0 record)
+    record = load_record("efficientnet_lite0")["entries"]
+    assert profile["candidates"]["image"]["fidelity"] == record["image jpeg:95 model"]["fidelity"]
+    for i in lite0.compressive_split_indices():
+        assert profile["candidates"][f"split@{i}"]["fidelity"] == record[f"split@{i} uint8-channel+zlib"]["fidelity"]
+
     robot = profile_deployment(lite0, frames, side="robot", batch_sizes=(1,), repeats=1)
     assert all("offboard_ms" not in c for n, c in robot["candidates"].items() if n != "local")
 
@@ -137,3 +144,16 @@ def test_profile_has_every_candidate_with_both_sides_and_the_cache_reuses_it(lit
     path.write_text(json.dumps({**first, "marker": "reused"}))
     assert cached_profile(lite0, frames, tmp_path, **quick)["marker"] == "reused"
     assert load_profile(path)["candidates"].keys() == first["candidates"].keys()
+
+
+def test_fsplit_profile_measures_the_codecs_the_encoder_is_set_to(tmp_path, capsys):
+    """Lossless PNG pixels: the image candidate's bytes are PNG's and its fidelity the record's 100 %."""
+    from fsplit_ros.cli.profile import main as profile_cli
+    out = tmp_path / "robot.json"
+    assert profile_cli(["--side", "robot", "--repeats", "1", "--image-codec", "png", "--image-quality", "1",
+                        "--out", str(out)]) == 0
+    profile = json.loads(out.read_text())
+    assert profile["image_codec"] == "png:1" and profile["image_resolution"] == "model"
+    assert profile["candidates"]["image"]["fidelity"] == 1.0
+    assert profile["candidates"]["image"]["bytes"] > 3 * profile["candidates"]["split@13"]["bytes"] / 2
+    assert "fidelity 100.0 %" in capsys.readouterr().out
