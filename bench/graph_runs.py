@@ -51,7 +51,8 @@ def run_trace(cfg: GraphConfig, trace: list[tuple[float, float]], duration: floa
                 "mode": candidate_mode(candidate_of.get(e["stamp"], "local"))[0]}
                for e in log.results(since=t0)]
     states = [{"t": e["t"] - t0, "mode": e["mode"], "candidate": candidate_name(e["mode"], e["split"]),
-               "rate_bps": e["rate_bps"], "rtt": e["rtt"], "predicted_s": e.get("predicted_s", {})}
+               "rate_bps": e["rate_bps"], "rtt": e["rtt"], "predicted_s": e.get("predicted_s", {}),
+               "fidelity": e.get("fidelity", {})}
               for e in log.of("link_state", since=t0)]
     frames = len(log.of("image", since=t0)) if cfg.record_images else None
     return {"tag": tag, "t0": t0, "results": results, "states": states, "duration": duration,
@@ -67,6 +68,22 @@ def summary(run: dict, since: float = 0.0, until: float = float("inf")) -> dict:
             "fps": lat.size / span if span > 0 else float("nan")}
 
 
+def fidelity_used(run: dict, image_fidelity: float | None = None) -> tuple[float | None, float | None]:
+    """(mean, min) recorded fidelity of the candidates that delivered the run's results (local: 1).
+    The monitor's states name the fidelity of the codecs it profiled; `image_fidelity` overrides
+    image mode's where the encoder was set to another codec (PNG: lossless, 1.0)."""
+    table = {}
+    for s in run["states"]:
+        table.update(s.get("fidelity") or {})
+    table["local"] = 1.0
+    if image_fidelity is not None:
+        table["image"] = image_fidelity
+    values = [table.get(r["candidate"]) for r in run["results"]]
+    if not values or any(v is None for v in values):
+        return None, None
+    return float(np.mean(values)), float(min(values))
+
+
 def time_in_mode(run: dict) -> dict[str, float]:
     """Seconds the link monitor commanded each mode (from its LinkState stream)."""
     states, out = run["states"], {}
@@ -80,6 +97,7 @@ STATIC = {
     "split": dict(pinned_mode="split"),
     "bottleneck": dict(pinned_mode="bottleneck"),
     "image (224 crop, JPEG q95)": dict(pinned_mode="image"),
+    "image (224 crop, PNG)": dict(pinned_mode="image", extra_encoder={"image_codec": "png", "image_quality": 1}),
     "JPEG q95 offload (whole frame)": dict(pinned_mode="image", image_resolution="native"),
     "adaptive": dict(),
 }

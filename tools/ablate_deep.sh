@@ -5,7 +5,11 @@
 #   pca      principal components only: g_a and g_s (its linear inverse alone) stay at their
 #            start (lr 0), the prior is fitted
 #   kd_gs    + g_s trained with KD through the frozen tail (encoder_lr 0: the same g_a)
-#   kd_all   + g_a trained too (the shipped recipe)
+#   kd_all   + g_a trained too (KD + multi-stage feature matching)
+#   kd_all_single  kd_all without the multi-stage feature term (feature_weight 0): that lever alone
+#   stage2   the pca line's checkpoint with the residual decoder (pca_residual: `--set
+#            decoder=residual` on the pca line), g_a and prior frozen (freeze_encoder: identical
+#            bytes), g_s fine-tuned with KD + multi-stage
 #   bash tools/ablate_deep.sh                        # Lite0, ~25 min on 2 CPU cores
 #   MODELS=nanodet LINES="pca" bash tools/ablate_deep.sh
 #   PCA_STEP=2.0 LINES=pca bash tools/ablate_deep.sh # another quantization step (a rate point) -> pca_step2.0/
@@ -27,7 +31,11 @@ for model in $MODELS; do
       pca) extra=(--steps 300 --lr 0 --set encoder_lr=0 --set rate_warmup_steps=0 --set decoder=linear) ;;
       kd_gs) extra=(--set encoder_lr=0) ;;
       kd_all) extra=() ;;
-      *) echo "unknown line '$line' (pca kd_gs kd_all)" >&2; exit 2 ;;
+      kd_all_single) extra=(--set feature_weight=0) ;;
+      stage2)
+        start=$(ls "$OUT/$model"/pca_residual/*.pt | head -n 1)
+        extra=(--set "init_from=$start" --set freeze_encoder=true --set rate_warmup_steps=0) ;;
+      *) echo "unknown line '$line' (pca kd_gs kd_all kd_all_single stage2)" >&2; exit 2 ;;
     esac
     out="$OUT/$model/$line"
     if [[ -n $PCA_STEP ]]; then extra+=(--set "pca_init_step=$PCA_STEP"); out+="_step$PCA_STEP"; fi

@@ -159,9 +159,10 @@ def _evaluate_detector(args, argv, frames, heldout, family) -> int:
     _write_record(args, summary)
     fidelity.plot(rows, out / "detection_fidelity.png", f"{args.backbone}: fidelity mAP vs bytes ({info['frames']} held-out "
          f"frames, {info['reference_detections']} reference detections)")
-    lines = ["| method | setting | bytes/frame | p95 | mAP@0.5 | mAP@[.5:.95] | onboard ms | edge ms |",
+    lines = ["| method | setting | bytes/frame | p95 | mAP@0.5 [95 % CI] | mAP@[.5:.95] | onboard ms | edge ms |",
              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.method} | {r.setting} | {r.bytes_mean:.0f} | {r.bytes_p95:.0f} | {100 * r.map50:.1f} | "
+    lines += [f"| {r.method} | {r.setting} | {r.bytes_mean:.0f} | {r.bytes_p95:.0f} | "
+              f"{format_interval(r.map50, r.map50_lo, r.map50_hi)} | "
               f"{100 * r.map50_95:.1f} | {r.onboard_ms:.1f} | {r.edge_ms:.1f} |" for r in rows]
     (out / "detection_fidelity.md").write_text(
         f"Command: `{summary['command']}`  \nFamily {family}: {info['frames']} held-out frames from "

@@ -43,6 +43,8 @@ class DetectionRow:
     map50_95: float      # fidelity mAP@[.5:.95]
     onboard_ms: float
     edge_ms: float
+    map50_lo: float = float("nan")   # 95 % frame-bootstrap interval of map50
+    map50_hi: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +84,89 @@ def fidelity_map(reference: list[list], predicted: list[list], num_classes: int 
     return max(float(map50), 0.0), max(float(map50_95), 0.0)   # -1 = no matching class at all
 
 
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (N x 4, x1 y1 x2 y2) with every box in b, as COCOeval computes it."""
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])   # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def frame_matches(truth: list, pred: list, iou_threshold: float = 0.5, max_dets: int = 100):
+    """One frame's scored detections matched to its reference, per class as COCOeval does it (best
+    IoU among unmatched references, in score order, at most `max_dets` per class): returns
+    (class ids, scores, true-positive flags) and the reference count per class. Frames are
+    independent here, which is what lets the mAP be bootstrapped over frames cheaply."""
+    classes, scores, tps, counts = [], [], [], {}
+    for c in {d.class_id for d in truth} | {d.class_id for d in pred}:
+        gts = np.array([d.box for d in truth if d.class_id == c], dtype=np.float64).reshape(-1, 4)
+        dets = sorted((d for d in pred if d.class_id == c), key=lambda d: -d.score)[:max_dets]
+        counts[c] = len(gts)
+        if not dets:
+            continue
+        ious = _box_iou(np.array([d.box for d in dets], dtype=np.float64), gts) if len(gts) else None
+        matched = np.zeros(len(gts), bool)
+        for i, d in enumerate(dets):
+            best, m = min(iou_threshold, 1 - 1e-10), -1
+            for g in range(len(gts)):
+                if matched[g] or ious[i, g] < best:
+                    continue
+                best, m = ious[i, g], g
+            if m >= 0:
+                matched[m] = True
+            classes.append(c)
+            scores.append(d.score)
+            tps.append(m >= 0)
+    return (np.array(classes, dtype=np.int64), np.array(scores, dtype=np.float64), np.array(tps, bool)), counts
+
+
+def map_from_matches(matches: list, frames=None) -> float:
+    """COCO's 101-point interpolated AP at one IoU threshold, averaged over the classes that have
+    reference detections, from per-frame `frame_matches` (of the frames in `frames`, repeats
+    allowed: a bootstrap sample). NaN without reference detections."""
+    frames = range(len(matches)) if frames is None else frames
+    parts = [matches[f][0] for f in frames]
+    classes = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    tps = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, bool)
+    totals: dict[int, int] = {}
+    for f in frames:
+        for c, n in matches[f][1].items():
+            totals[c] = totals.get(c, 0) + n
+    thresholds = np.linspace(0.0, 1.0, 101)
+    aps = []
+    for c, n in totals.items():
+        if n == 0:
+            continue
+        mine = classes == c
+        order = np.argsort(-scores[mine], kind="mergesort")
+        tp = np.cumsum(tps[mine][order])
+        fp = np.cumsum(~tps[mine][order])
+        recall = tp / n
+        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        precision = np.maximum.accumulate(precision[::-1])[::-1] if precision.size else precision
+        idx = np.searchsorted(recall, thresholds, side="left")
+        aps.append(float(np.mean([precision[i] if i < precision.size else 0.0 for i in idx])))
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def map50_interval(reference: list[list], predicted: list[list], reps: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the fidelity mAP@0.5 over frames (frames resampled with
+    replacement `reps` times). Frames of one video are not independent, so, like the Wilson
+    intervals of agreements, it is if anything too narrow."""
+    matches = [frame_matches(t, p) for t, p in zip(reference, predicted, strict=True)]
+    rng = np.random.default_rng(seed)
+    samples = [map_from_matches(matches, rng.integers(0, len(matches), len(matches))) for _ in range(reps)]
+    samples = [s for s in samples if not np.isnan(s)]
+    if not samples:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(samples, tail)), float(np.percentile(samples, 100 - tail))
+
+
 def _detections(dep: Deployment, outputs, frames, threshold: float) -> list[list]:
     return [dep.results(output, frame.width, frame.height, score_threshold=threshold)
             for output, frame in zip(outputs, frames)]
@@ -102,8 +187,9 @@ def evaluate_configuration(dep: Deployment, enc: OnboardEncoder, dec: EdgeDecode
         onboard.append((t1 - t0) * 1e3)
     sizes = np.array([len(p) for p in payloads])
     map50, map50_95 = fidelity_map(reference, predicted)
+    lo, hi = map50_interval(reference, predicted)
     return {"bytes_mean": float(sizes.mean()), "bytes_p95": float(np.percentile(sizes, 95)),
-            "map50": map50, "map50_95": map50_95,
+            "map50": map50, "map50_95": map50_95, "map50_lo": lo, "map50_hi": hi,
             "onboard_ms": statistics.median(onboard), "edge_ms": statistics.median(edge)}
 
 
@@ -127,7 +213,8 @@ def evaluate_detection(frames: list[np.ndarray], detector: str = "nanodet", chec
     # The reference configuration goes through the same scoring: 1.0 by construction.
     ref50, ref50_95 = fidelity_map(reference, _detections(dep, local_outputs, prepared, EVALUATION_THRESHOLD))
     rows = [DetectionRow("reference", "unmodified detector (local)", 0.0, 0.0, ref50, ref50_95, float("nan"),
-                         float("nan"))]
+                         float("nan"), *map50_interval(reference, _detections(dep, local_outputs, prepared,
+                                                                              EVALUATION_THRESHOLD)))]
     jobs = [("bottleneck", str(p)) for p in checkpoints]
     jobs += [("split", (index, codec)) for index in dep.compressive_split_indices() for codec in split_codecs]
     jobs += [(f"image-{res}", (codec, q)) for res in ("model", "native") for codec in ("jpeg", "webp")

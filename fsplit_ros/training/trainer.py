@@ -33,7 +33,7 @@ from fsplit_ros.bottleneck import (BottleneckConfig, FrankenSplitBottleneck, loa
                                    save_bottleneck)
 from fsplit_ros.bottleneck.network import init_from_pca
 from fsplit_ros.evaluation.detection_fidelity import (EVALUATION_THRESHOLD, REFERENCE_THRESHOLD,
-                                                     fidelity_map)
+                                                     fidelity_map, map50_interval)
 from fsplit_ros.datasets.frames import (Augmentation, Frame, FrameDataset, FrameSource,
                                         FrameSourceError, check_disjoint, default_corpus,
                                         described_name, file_digest, heldout_families,
@@ -720,6 +720,7 @@ class BottleneckTrainer:
         if detector is not None:
             out["fidelity_map50"], out["fidelity_map50_95"] = fidelity_map(
                 reference, predicted, detector.config.num_classes)
+            out["fidelity_map50_lo"], out["fidelity_map50_hi"] = map50_interval(reference, predicted)
             out["reference_detections"] = sum(len(r) for r in reference)
         else:
             out.update(top1_agreement=totals["agree"] / m, kl_divergence=totals["kl"] / m)

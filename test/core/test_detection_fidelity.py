@@ -72,3 +72,53 @@ def test_evaluation_on_real_frames_orders_configurations_by_fidelity():
     q10, q95 = by[("image-native", "jpeg q10")], by[("image-native", "jpeg q95")]
     assert q10.bytes_mean < q95.bytes_mean and q10.map50_95 < q95.map50_95
     assert all(r.onboard_ms > 0 and r.edge_ms > 0 for r in rows if r.method != "reference")
+
+
+def _random_frames(rng, n_frames=40, classes=4):
+    """Reference boxes and noisy, partly wrong predictions with random scores."""
+    reference, predicted = [], []
+    for _ in range(n_frames):
+        truth = []
+        for _ in range(rng.integers(0, 5)):
+            x, y = rng.uniform(0, 300, 2)
+            w, h = rng.uniform(10, 120, 2)
+            truth.append(Detection((x, y, x + w, y + h), 0.9, int(rng.integers(classes)), "c"))
+        pred = []
+        for d in truth:
+            if rng.random() < 0.8:
+                x1, y1, x2, y2 = np.array(d.box) + rng.normal(0, 4, 4)
+                box = (min(x1, x2), min(y1, y2), max(x1, x2) + 1, max(y1, y2) + 1)   # a valid box
+                cls = d.class_id if rng.random() < 0.9 else int(rng.integers(classes))
+                pred.append(Detection(box, float(rng.uniform(0.05, 1)), cls, "c"))
+        for _ in range(rng.integers(0, 3)):
+            x, y = rng.uniform(0, 300, 2)
+            pred.append(Detection((x, y, x + 40, y + 40), float(rng.uniform(0.05, 1)), int(rng.integers(classes)), "c"))
+        reference.append(truth)
+        predicted.append(pred)
+    return reference, predicted
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_frame_matching_reproduces_cocoeval_map50(seed):
+    """The bootstrap's fast mAP@0.5 (frames matched once, then any resample scored) is COCOeval's."""
+    from fsplit_ros.evaluation.detection_fidelity import frame_matches, map_from_matches
+    reference, predicted = _random_frames(np.random.default_rng(seed))
+    matches = [frame_matches(t, p) for t, p in zip(reference, predicted)]
+    assert map_from_matches(matches) == pytest.approx(fidelity_map(reference, predicted)[0], abs=1e-9)
+    # a resample with repeated frames is scored as if those frames were distinct images
+    pick = [0, 0, 3, 5, 5, 5, 7]
+    assert map_from_matches(matches, pick) == pytest.approx(
+        fidelity_map([reference[i] for i in pick], [predicted[i] for i in pick])[0], abs=1e-9)
+
+
+def test_map50_interval_brackets_the_estimate_and_narrows_with_more_frames():
+    from fsplit_ros.evaluation.detection_fidelity import map50_interval
+    rng = np.random.default_rng(3)
+    few_ref, few_pred = _random_frames(rng, n_frames=20)
+    many_ref, many_pred = _random_frames(rng, n_frames=200)
+    lo, hi = map50_interval(few_ref, few_pred, reps=300)
+    estimate = fidelity_map(few_ref, few_pred)[0]
+    assert lo <= estimate <= hi and hi - lo > 0.02
+    lo2, hi2 = map50_interval(many_ref, many_pred, reps=300)
+    assert hi2 - lo2 < hi - lo
+    assert map50_interval(few_ref, few_ref, reps=50) == (1.0, 1.0)      # the reference against itself
