@@ -23,7 +23,6 @@ DURATION = 85.0
 STEPS = [(0, 20), (10, 2), (20, 0.5), (30, 5), (40, 20), (50, 0.5), (60, 20)]
 TRACES = {"default": (TRACE, DURATION, "adaptive_trace"), "steps": (STEPS, 70.0, "adaptive_steps")}
 CONFIGS = ["local", "split", "bottleneck", "image (224 crop, JPEG q95)", "image (224 crop, PNG)", "adaptive"]
-LOSSLESS = {"image (224 crop, PNG)": 1.0}   # the monitor's states name JPEG's fidelity for image mode
 
 
 def main():
@@ -39,7 +38,7 @@ def main():
     runs = {name: run_trace(config(base, name), trace, duration, name[:6]) for name in CONFIGS}
     edges = np.arange(0, duration + 1e-9, args.interval)
     per = {name: [summary(runs[name], a, b)["mean_ms"] for a, b in zip(edges, edges[1:])] for name in CONFIGS}
-    fidelity = {name: fidelity_used(runs[name], LOSSLESS.get(name)) for name in CONFIGS}
+    fidelity = {name: fidelity_used(runs[name], name) for name in CONFIGS}
     # Static modes compete only above the default fidelity floor (what the monitor may choose).
     static = [n for n in CONFIGS if n != "adaptive" and fidelity[n][1] is not None
               and fidelity[n][1] >= DEFAULT_MIN_FIDELITY]

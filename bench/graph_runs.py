@@ -68,16 +68,21 @@ def summary(run: dict, since: float = 0.0, until: float = float("inf")) -> dict:
             "fps": lat.size / span if span > 0 else float("nan")}
 
 
-def fidelity_used(run: dict, image_fidelity: float | None = None) -> tuple[float | None, float | None]:
-    """(mean, min) recorded fidelity of the candidates that delivered the run's results (local: 1).
-    The monitor's states name the fidelity of the codecs it profiled; `image_fidelity` overrides
-    image mode's where the encoder was set to another codec (PNG: lossless, 1.0)."""
+# Image configurations whose encoder codec differs from the one the link monitor profiled (JPEG q95
+# of the model crop), so its states name another image fidelity: PNG is lossless; the whole frame has
+# no record.
+IMAGE_FIDELITY = {"image (224 crop, PNG)": 1.0, "JPEG q95 offload (whole frame)": None}
+
+
+def fidelity_used(run: dict, name: str) -> tuple[float | None, float | None]:
+    """(mean, min) recorded fidelity of the candidates that delivered configuration `name`'s
+    results (local: 1; None where one is unknown), from the fidelity the monitor published."""
     table = {}
     for s in run["states"]:
         table.update(s.get("fidelity") or {})
     table["local"] = 1.0
-    if image_fidelity is not None:
-        table["image"] = image_fidelity
+    if name in IMAGE_FIDELITY:
+        table["image"] = IMAGE_FIDELITY[name]
     values = [table.get(r["candidate"]) for r in run["results"]]
     if not values or any(v is None for v in values):
         return None, None
