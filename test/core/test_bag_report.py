@@ -56,7 +56,7 @@ def link_state(t, mode, split, rate, reason):
     return T["fsplit_ros/msg/LinkState"](
         header=_header(t, ""), rate_bps=rate, rtt=0.01, since_last_reply=0.1, mode=mode, split_index=split,
         reason=reason, candidate_modes=["local"], predicted_latency=np.array([0.1]),
-        sustainable=np.array([True]))
+        sustainable=np.array([True]), fidelity=np.array([1.0]))
 
 
 def fr(i):
