@@ -34,7 +34,7 @@ for model in $MODELS; do
       kd_all_single) extra=(--set feature_weight=0) ;;
       stage2)
         start=$(ls "$OUT/$model"/pca_residual/*.pt | head -n 1)
-        extra=(--set "init_from=$start" --set freeze_encoder=true --set rate_warmup_steps=0) ;;
+        extra=(--init-from "$start" --set freeze_encoder=true --set rate_warmup_steps=0) ;;
       *) echo "unknown line '$line' (pca kd_gs kd_all kd_all_single stage2)" >&2; exit 2 ;;
     esac
     out="$OUT/$model/$line"

@@ -72,11 +72,18 @@ def parse_settings(settings: list[str]) -> dict:
     return out
 
 
+def config_from_args(args: argparse.Namespace):
+    """The config file, then --set values, then explicit flags. A flag left unset must not undo a
+    --set of the same key (`--set init_from=...` was lost to --init-from's default)."""
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("config", "resume", "quiet", "settings") and v is not None}
+    return load_config(args.config, **{**parse_settings(args.settings), **flags})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "resume", "quiet", "settings")}
     try:
-        cfg = load_config(args.config, **{**parse_settings(args.settings), **overrides})
+        cfg = config_from_args(args)
     except (OSError, ValueError) as exc:
         print(f"fsplit-train: {exc}", file=sys.stderr)
         return 2

@@ -209,9 +209,15 @@ def test_config_errors_say_what_to_fix(tmp_path, lite0):
     assert train_cli([str(good), "--set", "betaz=[1]"]) == 2          # unknown key, said, no crash
     assert train_cli([str(good), "--set", "encoder_lr"]) == 2         # not KEY=VALUE
     assert load_config(good, encoder_lr=0.5, pca_init_step=None).encoder_lr == 0.5
-    from fsplit_ros.cli.train import parse_settings
+    from fsplit_ros.cli.train import build_parser, config_from_args, parse_settings
     assert parse_settings(["encoder_lr=0", "crop_scale=[0.1, 1.0]", "weights=null"]) == {
         "encoder_lr": 0, "crop_scale": [0.1, 1.0], "weights": None}
+    # unset flags keep --set values (stage 2 from the command line); a given flag wins
+    args = build_parser().parse_args([str(good), "--set", "init_from=a.pt", "--set", "freeze_encoder=true"])
+    cfg = config_from_args(args)
+    assert cfg.init_from == "a.pt" and cfg.freeze_encoder
+    args = build_parser().parse_args([str(good), "--set", "init_from=a.pt", "--init-from", "b.pt"])
+    assert config_from_args(args).init_from == "b.pt"
 
 
 def test_warm_start_begins_from_the_checkpoint_and_refuses_another_architecture(tiny_run, backbone):
