@@ -123,8 +123,9 @@ def nodes(tmp_path_factory, request):
     # a link monitor in its own namespace, talking to a fake edge (this test) that echoes its probes
     monitor = NodeProcess.ros_executable(
         "link_monitor_node", logs, namespace="/lm",
+        # min_fidelity 0: this monitor must pick JPEG image mode (the default floor keeps it out)
         params={"profile_file": str(profile_file), "allowed_modes": ["local", "image"],
-                "emulated_slowdown": 4.0, "min_dwell_s": 0.5})
+                "emulated_slowdown": 4.0, "min_dwell_s": 0.5, "min_fidelity": 0.0})
     probe = RosProbe("fsplit_bad_input_probe")
     for kind, topic in [(Classification, "classification"), (CompressedFeature, "compressed_feature"),
                         (FrameFeedback, "frame_feedback")]:
