@@ -54,6 +54,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from fsplit_ros.payload.errors import ERROR_KIND_NAMES
+
 MSG_FEATURE = "fsplit_ros/msg/CompressedFeature"
 MSG_FEEDBACK = "fsplit_ros/msg/FrameFeedback"
 MSG_LINK_STATE = "fsplit_ros/msg/LinkState"
@@ -97,6 +99,14 @@ class Result:
     score: float
 
 
+def rejection_kind(number: int, error: str) -> str:
+    """FrameFeedback's typed error kind by name; in bags recorded before the field existed (0 on a
+    rejection), the first word of the edge's explanation, as it was written then."""
+    if number:
+        return ERROR_KIND_NAMES.get(number, "other")
+    return error.split(":", 1)[0].strip() or "unknown"
+
+
 @dataclass
 class Feedback:
     t: int
@@ -107,6 +117,7 @@ class Feedback:
     error: str
     edge_time: float
     batch_size: int
+    error_kind: str = "none"   # FrameFeedback.error_kind's name (rejection_kind)
 
 
 @dataclass
@@ -259,7 +270,8 @@ def _record(role: str, t: int, msg, topic: str = ""):
             return Result(t, stamp_ns(msg.header.stamp), *_top1(msg))
         if role == "frame_feedback":
             return Feedback(t, stamp_ns(msg.header.stamp), int(msg.seq), int(msg.bytes), bool(msg.ok),
-                            str(msg.error), float(opt("edge_time")), int(opt("batch_size", 0)))
+                            str(msg.error), float(opt("edge_time")), int(opt("batch_size", 0)),
+                            rejection_kind(int(opt("error_kind", 0)), str(msg.error)))
         return State(t, float(msg.rate_bps), float(opt("rtt")), str(msg.mode), int(msg.split_index),
                      str(opt("reason", "")))
     except AttributeError as exc:
@@ -572,7 +584,7 @@ def analyse_robot(robot: RobotData, bin_s: float = 1.0, agreement_backbone: str 
                            "cannot be counted, and there is no agreement")
 
     # FrameFeedback: the edge's view.
-    errors = Counter((f.error.split(":", 1)[0].strip() or "unknown") for f in robot.feedback if not f.ok)
+    errors = Counter(f.error_kind for f in robot.feedback if not f.ok)
     fb_gaps, fb_restarts = _seq_breaks([f.seq for f in robot.feedback])
     edge_ok = [f for f in robot.feedback if f.ok]
     feedback = {

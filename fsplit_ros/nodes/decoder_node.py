@@ -22,6 +22,7 @@ from fsplit_ros.nodes.messages import PROBE_QOS, RESULT_TOPICS, reception_time, 
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.payload import Limits, PayloadError
+from fsplit_ros.payload.errors import ERROR_KINDS
 from fsplit_ros.runtime import Deployment, EdgeDecoder
 from fsplit_ros.nodes.runner import run_node
 
@@ -155,7 +156,8 @@ class DecoderNode(Node):
         self._log_rejection(robot, "an unread message", kind, message)
         now = wall_time_msg()
         robot.feedback_pub.publish(FrameFeedback(source=robot.name, bytes=min(size, 2**32 - 1), received_stamp=now,
-                                                 finished_stamp=now, ok=False, error=f"{kind}: {message}"[:500]))
+                                                 finished_stamp=now, ok=False, error_kind=ERROR_KINDS[kind],
+                                                 error=f"{kind}: {message}"[:500]))
 
     def note_bad_probe(self, robot: RobotLink, size: int):
         if self.bad_probes.note("oversized") is not None:
@@ -222,14 +224,16 @@ class DecoderNode(Node):
         for robot, received, msg, exc in failed:
             self._log_rejection(robot, f"frame {msg.seq}", exc.kind, str(exc))
             robot.feedback_pub.publish(self._feedback(robot, msg, received, finished, edge_time,
-                                                      len(decoded), ok=False, error=f"{exc.kind}: {exc}"))
+                                                      len(decoded), ok=False, error=f"{exc.kind}: {exc}",
+                                                      error_kind=ERROR_KINDS[exc.kind]))
 
     @staticmethod
-    def _feedback(robot, msg, received, finished, edge_time, batch_size, ok, error=""):
+    def _feedback(robot, msg, received, finished, edge_time, batch_size, ok, error="", error_kind=0):
         return FrameFeedback(header=msg.header, seq=msg.seq, source=robot.name, bytes=len(msg.data),
                              sent_stamp=msg.publish_stamp, received_stamp=wall_time_msg(received),
                              finished_stamp=finished, edge_time=edge_time, batch_size=batch_size,
-                             mode=msg.mode[:16], split_index=msg.split_index, ok=ok, error=error[:500])
+                             mode=msg.mode[:16], split_index=msg.split_index, ok=ok, error_kind=error_kind,
+                             error=error[:500])
 
     def destroy_node(self):
         with self._cv:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -30,6 +29,7 @@ from fsplit_ros.policy import (DEFAULT_MIN_FIDELITY, CostModel, LinkEstimator, M
                                candidate_mode, candidate_name)
 from fsplit_ros.runtime import MODES
 from fsplit_ros.nodes.runner import run_node
+from fsplit_ros.payload.errors import ERROR_KIND_NAMES
 
 PARAMETERS = [
     Param("profile_file", "", "Per-mode costs from fsplit-profile; empty = profile this machine at "
@@ -163,11 +163,8 @@ class LinkMonitorNode(Node):
         now = reception_time(info)
         if not fb.ok:
             self.rejections += 1
-            error = fb.error[:300]               # the edge's text: never log an unbounded string
-            kind = error.split(":", 1)[0]
-            if not re.fullmatch(r"\w{1,32}", kind) or (kind not in self.rejections_by_kind
-                                                       and len(self.rejections_by_kind) >= 32):
-                kind = "other"                   # the edge names the kinds: keep the table bounded
+            error = fb.error[:300]               # the edge's text, for people: never log an unbounded string
+            kind = ERROR_KIND_NAMES.get(fb.error_kind, "other")   # an edge of a newer version: counted
             self.rejections_by_kind[kind] = self.rejections_by_kind.get(kind, 0) + 1
             self.last_rejection = error
             self.estimator.add_rtt(0.0, now)   # the edge answered: the link is up
@@ -177,12 +174,9 @@ class LinkMonitorNode(Node):
                     self.blocked[mode] = (now + MISMATCH_BACKOFF_S, f"edge rejects our payloads: {error}")
                 self.get_logger().error(f"edge rejects our payloads, falling back to local: {error}",
                                         throttle_duration_sec=5.0)
-            elif kind == "refused":
-                refused = re.match(r"refused: (\w+) payloads", error)
-                if refused and refused.group(1) in OFFLOAD_MODES:
-                    self.blocked[refused.group(1)] = (now + REFUSED_BACKOFF_S, f"edge refuses it: {error}")
-                    self.get_logger().error(f"edge refuses {refused.group(1)} mode: {error}",
-                                            throttle_duration_sec=5.0)
+            elif kind == "refused" and fb.mode in OFFLOAD_MODES:
+                self.blocked[fb.mode] = (now + REFUSED_BACKOFF_S, f"edge refuses it: {error}")
+                self.get_logger().error(f"edge refuses {fb.mode} mode: {error}", throttle_duration_sec=5.0)
             return
         if time_to_float(fb.sent_stamp) > now:
             return   # not a payload this robot sent (its publish time is in our future)

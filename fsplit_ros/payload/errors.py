@@ -1,6 +1,14 @@
 """Typed payload errors. Every one is a ValueError whose message tells the operator what is wrong
 and what to do; the decoder logs it, counts it, answers with feedback and drops the frame."""
 
+# Every kind of rejection and its number on the wire (FrameFeedback.error_kind; msg/FrameFeedback.msg
+# spells the same numbers as ERROR_<KIND> constants, a test holds them equal). The robot acts on the
+# number, never on the edge's prose.
+ERROR_KINDS = {"none": 0, "invalid": 1, "truncated": 2, "foreign": 3, "version": 4, "codec": 5,
+               "oversized": 6, "corrupt": 7, "model_mismatch": 8, "shape": 9, "refused": 10,
+               "metadata": 11, "internal": 12}
+ERROR_KIND_NAMES = {number: kind for kind, number in ERROR_KINDS.items()}
+
 
 class PayloadError(ValueError):
     """Base class: the payload cannot be decoded and must be dropped."""

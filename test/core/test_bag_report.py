@@ -45,11 +45,11 @@ def result(stamp, class_id):
         hyp(class_id="7", score=0.2), hyp(class_id=class_id, score=0.7), hyp(class_id="8", score=0.1)])
 
 
-def feedback(stamp, seq, nbytes, ok, error=""):
+def feedback(stamp, seq, nbytes, ok, error="", error_kind=0):
     return T["fsplit_ros/msg/FrameFeedback"](
         header=_header(stamp), seq=seq, source="/robot1", bytes=nbytes, sent_stamp=_time(stamp),
         received_stamp=_time(stamp), finished_stamp=_time(stamp), edge_time=0.004, batch_size=2, mode="split",
-        split_index=5, ok=ok, error=error)
+        split_index=5, ok=ok, error_kind=error_kind, error=error)
 
 
 def link_state(t, mode, split, rate, reason):
@@ -71,8 +71,9 @@ def fr(i):
 # result of frame 4 disagrees.
 SPLIT = {3: (1, 1000), 4: (2, 1200), 5: (4, 1400), 6: (5, 1000)}          # frame: (seq, bytes); seq 3 unseen
 IMAGE = {7: (6, 20000), 8: (7, 22000), 9: (8, 21000)}
-FEEDBACK = {3: (True, ""), 4: (True, ""), 5: (False, "hash: model hash mismatch"), 7: (True, ""),
-            8: (False, "decode: truncated payload"), 9: (True, "")}
+# (ok, error kind number, the edge's words): the report counts the typed kind, not the words
+FEEDBACK = {3: (True, 0, ""), 4: (True, 0, ""), 5: (False, 8, "model_mismatch: model hash mismatch"),
+            7: (True, 0, ""), 8: (False, 2, "corrupt: the words disagree with the kind"), 9: (True, 0, "")}
 LATENCY_MS = {0: 50, 1: 50, 3: 80, 4: 120, 7: 60, 10: 40, 11: 30}
 UNRECORDED = T0 + 1500 * MS                                               # result at +25 ms
 STATES = [(0, "local", 0, 1e6, "start"), (250, "local", 0, 3e6, "keep local"),
@@ -91,10 +92,10 @@ def write_scenario(path, storage):
         for i, (seq, nbytes) in table.items():
             msgs.append(("/robot1/compressed_feature", "fsplit_ros/msg/CompressedFeature", fr(i) + 10 * MS,
                          feature(fr(i), seq, mode, split, nbytes)))
-    for i, (ok, error) in FEEDBACK.items():
+    for i, (ok, kind, error) in FEEDBACK.items():
         seq, nbytes = {**SPLIT, **IMAGE}[i]
         msgs.append(("/robot1/frame_feedback", "fsplit_ros/msg/FrameFeedback", fr(i) + 30 * MS,
-                     feedback(fr(i), seq, nbytes, ok, error)))
+                     feedback(fr(i), seq, nbytes, ok, error, kind)))
     for i, lat in LATENCY_MS.items():
         msgs.append(("/robot1/classification", "vision_msgs/msg/Classification", fr(i) + lat * MS,
                      result(fr(i), "99" if i == 4 else str(i + 10))))
@@ -202,7 +203,7 @@ def test_frames_results_and_where_drops_happened(report):
     assert d["payloads_without_result"] == 4                         # frames 5, 6, 8, 9
     fb = report["robots"]["/robot1"]["feedback"]
     assert (fb["count"], fb["ok"], fb["rejected"]) == (6, 4, 2)
-    assert fb["rejected_by_kind"] == {"decode": 1, "hash": 1}
+    assert fb["rejected_by_kind"] == {"model_mismatch": 1, "truncated": 1}
     # The edge saw seqs 1 2 4 6 7 8: seq 3 (never recorded either) and seq 5 (frame 6) missing.
     assert fb["payloads_without_feedback"] == 1 and fb["seq_gaps"] == 2 and fb["seq_restarts"] == 0
     assert fb["edge_time_ms_mean"] == pytest.approx(4.0) and fb["batch_size_mean"] == 2.0
@@ -384,3 +385,10 @@ def test_without_the_msg_files_the_bags_own_definitions_are_used(tmp_path, monke
     assert r["latency_ms"]["by_mode"]["split"]["max"] == 120.0
     assert (r["agreement"]["evaluated"], r["agreement"]["agree"]) == (7, 6)
     assert any("fsplit typestore unavailable" in n for n in r["notes"])
+
+
+def test_rejections_in_bags_recorded_before_the_typed_kind_are_read_from_the_words():
+    from fsplit_ros.evaluation.bag_report import rejection_kind
+    assert rejection_kind(0, "model_mismatch: payload for other weights") == "model_mismatch"   # old bag
+    assert rejection_kind(10, "corrupt: words") == "refused"
+    assert rejection_kind(99, "refused: words") == "other"

@@ -294,6 +294,7 @@ def test_decoder_refuses_pixels_when_image_mode_is_forbidden(nodes, robot):
     fb = _feedback(probe, 7001)
     assert not fb.ok and fb.error.startswith("refused: image payloads are refused by this edge "
                                              "(allow_image_mode=false)"), fb.error
+    assert fb.error_kind == FrameFeedback.ERROR_REFUSED and fb.mode == "image"
     assert _result_for(probe, 701) is None, "an image payload was classified"
     # the same edge still serves split payloads
     assert _send_until(pubs["feature"], split, lambda: _result_for(probe, 702), 30), decoder.log()[-3000:]
@@ -310,6 +311,7 @@ def test_oversized_messages_and_huge_probes_cannot_hurt_the_decoder(nodes, robot
     assert _send_until(pubs["feature"], big, oversized, 30), decoder.log()[-3000:]
     fb = oversized()
     assert not fb.ok and fb.bytes >= 4 * MAX_PAYLOAD_BYTES and f"max_payload_bytes={MAX_PAYLOAD_BYTES}" in fb.error
+    assert fb.error_kind == FrameFeedback.ERROR_OVERSIZED
     assert _result_for(probe, 711) is None
 
     # 320 KiB: over the decoder's 256 KiB cap (a monitor pads <= 64 KiB), yet small enough that a
@@ -341,8 +343,19 @@ def test_link_monitor_stops_sending_what_the_edge_refuses_and_survives_forged_fe
     assert _wait_for(lambda: any(s.mode == "image" for s in states()), 60), \
         f"the monitor never chose image: {[s.reason for s in states()][-5:]}\n{monitor.log()[-2000:]}"
 
+    # The robot acts on the typed kind and the payload's mode, not on the prose: the same sentence
+    # with another kind blocks nothing.
     mark = len(probe.received["/lm/link_state"])
-    refused = FrameFeedback(ok=False, bytes=30_000,
+    prose_only = FrameFeedback(ok=False, bytes=30_000, mode="image", error_kind=FrameFeedback.ERROR_CORRUPT,
+                               error="refused: image payloads are refused by this edge (allow_image_mode=false)")
+    for _ in range(3):
+        pubs["lm_feedback"].publish(prose_only)
+    assert _wait_for(lambda: len(states(mark)) >= 15, 10), "the monitor stopped publishing"
+    assert not any(s.mode == "local" and "refused" in s.reason for s in states(mark)), \
+        "a corrupt-kind feedback blocked image because of its words"
+
+    mark = len(probe.received["/lm/link_state"])
+    refused = FrameFeedback(ok=False, bytes=30_000, mode="image", error_kind=FrameFeedback.ERROR_REFUSED,
                             error="refused: image payloads are refused by this edge (allow_image_mode=false)")
     pubs["lm_feedback"].publish(refused)
     left = _wait_for(lambda: next((s for s in states(mark) if s.mode == "local"), None), 10)
@@ -359,14 +372,17 @@ def test_link_monitor_stops_sending_what_the_edge_refuses_and_survives_forged_fe
     diag = _wait_for(diagnosed, 10)
     assert diag, "no /diagnostics status with image blocked"
     assert "refused=1" in diag[1]["edge_rejections_by_kind"], diag[1]
+    assert "corrupt=3" in diag[1]["edge_rejections_by_kind"], diag[1]
 
     # forged feedback: megabyte error strings, a 'decoded' frame published in the robot's future
-    huge = FrameFeedback(ok=False, error="corrupt: " + "x" * 1_000_000)
+    huge = FrameFeedback(ok=False, error_kind=FrameFeedback.ERROR_CORRUPT, error="corrupt: " + "x" * 1_000_000)
+    unknown_kind = FrameFeedback(ok=False, error_kind=200, mode="image", error="refused: image payloads")
     future = FrameFeedback(ok=True, bytes=10**9)
     future.sent_stamp.sec = int(time.time()) + 3600
     for _ in range(20):
         pubs["lm_feedback"].publish(huge)
         pubs["lm_feedback"].publish(future)
+        pubs["lm_feedback"].publish(unknown_kind)
     mark = len(probe.received["/lm/link_state"])
     assert _wait_for(lambda: len(states(mark)) >= 20, 10), "the monitor stopped publishing"
     assert monitor.alive(), monitor.log()[-2000:]
@@ -383,3 +399,11 @@ def _wait_for(predicate, timeout: float):
             return value
         time.sleep(0.05)
     return None
+
+
+def test_feedback_error_kind_constants_are_the_payload_error_table():
+    """One table of rejection kinds (payload/errors.ERROR_KINDS); the .msg constants spell it."""
+    from fsplit_ros.payload.errors import ERROR_KINDS
+    constants = {name[len("ERROR_"):].lower(): getattr(FrameFeedback, name)
+                 for name in dir(FrameFeedback) if name.startswith("ERROR_")}
+    assert constants == ERROR_KINDS

@@ -315,7 +315,7 @@ def test_edge_with_other_weights_is_rejected_by_hash_and_robot_runs_local(graph)
         return next((fb for t, fb in g.timed("frame_feedback", redeployed_at) if not fb.ok), None)
     fb = _wait(mismatch_feedback, 180, g.pg, every=0.2)
     assert fb, f"no rejection from the edge with other weights:\n{g.pg.log('decoder')[-2000:]}"
-    assert fb.error.startswith("model_mismatch"), fb.error
+    assert fb.error_kind == FrameFeedback.ERROR_MODEL_MISMATCH and fb.error.startswith("model_mismatch"), fb.error
     assert "deploy the same weights" in fb.error, fb.error
     assert not any(f.ok for _, f in g.timed("frame_feedback", redeployed_at)), "a mismatched payload was decoded"
 
