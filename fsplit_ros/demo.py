@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fsplit_ros.modes import MODE_NAMES
 from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable, parse_trace
 from fsplit_ros.process_graph import RESULT_TOPICS, EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 
@@ -111,7 +112,7 @@ def write_report(out: Path, events: list[dict], trace, t0: float, emulated: bool
         grid = np.linspace(0, args.duration, 400)
         axes[0].plot(grid, [link_rate_at(trace, g) for g in grid], "--", label="emulated link rate")
     axes[0].set_ylabel("Mbit/s"); axes[0].set_yscale("symlog", linthresh=0.5); axes[0].legend(loc="upper right")
-    order = ["local", "split", "bottleneck", "image"]
+    order = list(MODE_NAMES)
     axes[1].scatter(ts, [order.index(e["mode"]) for e in states], s=4)
     axes[1].set_yticks(range(len(order)), order); axes[1].set_ylabel("mode")
     axes[2].scatter([e["t"] - t0 for e in results], [(e["t"] - e["stamp"]) * 1e3 for e in results], s=4)

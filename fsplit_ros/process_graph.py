@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsplit_ros.linkemu import EmulatedLink
+from fsplit_ros.modes import MODE_NAMES
 
 
 def installed_executable(name: str) -> str:
@@ -99,7 +100,7 @@ class GraphConfig:
     video: str = ""                        # '' = bundled demo video
     slowdown: float = 4.0                  # emulated robot CPU slowdown (encoder and monitor)
     pinned_mode: str = ""                  # '' = adaptive
-    allowed_modes: tuple = ("local", "split", "bottleneck", "image")
+    allowed_modes: tuple = MODE_NAMES
     profile_file: str = ""                 # '' = profile at start-up (cached)
     image_resolution: str = "model"
     image_quality: int = 95

@@ -14,16 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import cv2
-
-from fsplit_ros.datasets.offline import labelled_imagenet_photos
 from fsplit_ros.profiling import load_profile, merge_profiles, profile_deployment, save_profile
-from fsplit_ros.profiling.profiler import MAX_OTHER_CPU_LOAD
+from fsplit_ros.profiling.profiler import MAX_OTHER_CPU_LOAD, sample_frames   # noqa: F401  (tests use it here)
 from fsplit_ros.runtime import Deployment
-
-
-def sample_frames(n: int = 8):
-    return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p, _ in labelled_imagenet_photos()[:n]]
 
 
 def main(argv=None) -> int:

@@ -8,11 +8,14 @@ import numpy as np
 import PIL.Image
 
 from fsplit_ros.codecs.base import Encoded
+from fsplit_ros.modes import MODES
 from fsplit_ros.payload.errors import CorruptPayload, ShapeMismatch
 from fsplit_ros.payload.format import PayloadHeader
 
-IMAGE_FORMATS = {"jpeg": (".jpg", cv2.IMWRITE_JPEG_QUALITY), "webp": (".webp", cv2.IMWRITE_WEBP_QUALITY),
-                 "png": (".png", cv2.IMWRITE_PNG_COMPRESSION)}
+# How OpenCV writes each of image mode's codecs (their names and ids: fsplit_ros/modes.py).
+_OPENCV = {"jpeg": (".jpg", cv2.IMWRITE_JPEG_QUALITY), "webp": (".webp", cv2.IMWRITE_WEBP_QUALITY),
+           "png": (".png", cv2.IMWRITE_PNG_COMPRESSION)}
+IMAGE_FORMATS = {name: _OPENCV[name] for name in MODES["image"].codec_names}   # KeyError: a codec to implement
 
 
 class ImageCodec:

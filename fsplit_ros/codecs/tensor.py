@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from fsplit_ros.codecs.base import Encoded
+from fsplit_ros.modes import MODES
 from fsplit_ros.payload.errors import CorruptPayload, ShapeMismatch
 from fsplit_ros.payload.format import PayloadHeader
 
-TENSOR_CODECS = ("fp16", "fp16+zlib", "uint8-tensor", "uint8-tensor+zlib", "uint8-channel",
-                 "uint8-channel+zlib")
+TENSOR_CODECS = MODES["split"].codec_names   # fp16 | uint8-tensor | uint8-channel, each with or without +zlib
 
 
 def _inflate_bounded(body: memoryview, expected: int) -> bytes:

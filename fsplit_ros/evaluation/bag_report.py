@@ -54,6 +54,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from fsplit_ros.modes import mode_order
 from fsplit_ros.payload.errors import ERROR_KIND_NAMES
 
 MSG_FEATURE = "fsplit_ros/msg/CompressedFeature"
@@ -64,7 +65,6 @@ MSG_IMAGE = "sensor_msgs/msg/Image"
 # Message type -> role; the canonical (unremapped) topic base name is the role itself.
 ROLES = {MSG_FEATURE: "compressed_feature", MSG_RESULT: "classification", MSG_FEEDBACK: "frame_feedback",
          MSG_LINK_STATE: "link_state"}
-MODE_ORDER = ("local", "split", "bottleneck", "image")
 MODE_COLORS = {"local": "tab:green", "split": "tab:blue", "bottleneck": "tab:purple", "image": "tab:red"}
 CLOCK_NOTE = ("latency = bag receive time of the result (recorder clock) - camera header stamp; the "
               "recorder runs on the robot, so both are the robot's clock (not so if the bag was recorded "
@@ -457,7 +457,7 @@ def _seq_breaks(seqs: list[int]) -> tuple[int, int]:
 
 
 def _ordered(modes: Iterable[str]) -> list[str]:
-    return sorted(set(modes), key=lambda m: (MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER), m))
+    return sorted(set(modes), key=mode_order)
 
 
 def payload_for(result: Result, by_stamp: dict[int, list[Payload]]) -> Payload | None:
@@ -501,7 +501,7 @@ def analyse_robot(robot: RobotData, bin_s: float = 1.0, agreement_backbone: str 
                                                                    if p.mode == mode).items())}}
     by_payload = {}
     for key in sorted({(p.mode, p.split_index) for p in pays},
-                      key=lambda k: (MODE_ORDER.index(k[0]) if k[0] in MODE_ORDER else len(MODE_ORDER), k)):
+                      key=lambda k: (mode_order(k[0]), k)):
         sizes = [p.nbytes for p in pays if (p.mode, p.split_index) == key]
         by_payload[f"{key[0]}@{key[1]}"] = {"mode": key[0], "split_index": key[1], "frames": len(sizes),
                                             "bytes_mean": float(np.mean(sizes)), "bytes_min": int(min(sizes)),

@@ -23,6 +23,7 @@ from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.payload import Limits, PayloadError
 from fsplit_ros.payload.errors import ERROR_KINDS
+from fsplit_ros.modes import PIXEL_MODES
 from fsplit_ros.runtime import Deployment, EdgeDecoder
 from fsplit_ros.nodes.runner import run_node
 
@@ -130,7 +131,7 @@ class DecoderNode(Node):
             f"{[r.name for r in self.robots]}")
 
     def _refused_modes(self) -> frozenset:
-        return frozenset() if self.p["allow_image_mode"] else frozenset({"image"})
+        return frozenset() if self.p["allow_image_mode"] else PIXEL_MODES
 
     def _on_set_parameters(self, params):
         from rcl_interfaces.msg import SetParametersResult

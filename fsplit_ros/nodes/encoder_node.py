@@ -29,6 +29,7 @@ from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.codecs import TENSOR_CODECS, IMAGE_FORMATS
 from fsplit_ros.runtime import IMAGE_RESOLUTIONS, MODES, Deployment, OnboardEncoder
 from fsplit_ros.nodes.runner import run_node
+from fsplit_ros.modes import MODES as MODE_REGISTRY, PIXEL_MODES
 from fsplit_ros.policy import InFlightWindow, candidate_name
 
 PARAMETERS = [
@@ -111,8 +112,8 @@ class EncoderNode(Node):
 
     def _allowed(self, mode: str) -> str:
         """The mode to run: falls back to local where `mode` is unavailable or forbidden."""
-        if mode == "image" and not self.p["allow_image_mode"]:
-            self.get_logger().warning("image mode is forbidden (allow_image_mode=false): running local",
+        if mode in PIXEL_MODES and not self.p["allow_image_mode"]:
+            self.get_logger().warning(f"{mode} mode is forbidden (allow_image_mode=false): running local",
                                       throttle_duration_sec=10.0)
             return "local"
         if mode not in self.encoder.available_modes():
@@ -182,7 +183,8 @@ class EncoderNode(Node):
 
     def _process(self, msg: Image, rgb, start: float):
         mode = self.mode
-        if mode != "local" and not self.in_flight.may_send(time.time(), self.last_payload_bytes.get(mode, 0),
+        offloads = MODE_REGISTRY[mode].offloads
+        if offloads and not self.in_flight.may_send(time.time(), self.last_payload_bytes.get(mode, 0),
                                                             self.link_rate_bps):
             self.get_logger().info(
                 f"link slower than the camera: skipping frames while payloads are unanswered "
@@ -190,14 +192,14 @@ class EncoderNode(Node):
             return
         frame = self.encoder.prepare(rgb)
         prepared = time.perf_counter()
-        if mode == "local":
+        if not offloads:
             logits = self.encoder.predict_local(frame)
             self._publish_timing(msg.header, "local", prepared)
             self._emulate_slow_robot(start)
             self.result_pub.publish(result_msg(self.deployment, msg.header, logits, rgb.shape[1], rgb.shape[0],
                                                self.p["top_k"]))
             return
-        split = self.commanded_split if mode == "split" else None
+        split = self.commanded_split if MODE_REGISTRY[mode].per_split_point else None
         header, payload = self.encoder.encode_frame(frame, mode, split)
         self._publish_timing(msg.header, candidate_name(mode, header.split_index), prepared)
         self.seq += 1

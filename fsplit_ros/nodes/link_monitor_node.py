@@ -27,8 +27,9 @@ from fsplit_ros.nodes.messages import PROBE_QOS, reception_time, time_to_float, 
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.policy import (DEFAULT_MIN_FIDELITY, CostModel, LinkEstimator, MeasuredTimeCorrection, ModeSelector, LinkProber,
                                candidate_mode, candidate_name)
-from fsplit_ros.runtime import MODES
+
 from fsplit_ros.nodes.runner import run_node
+from fsplit_ros.modes import MODE_NAMES, OFFLOAD_MODES
 from fsplit_ros.payload.errors import ERROR_KIND_NAMES
 
 PARAMETERS = [
@@ -37,8 +38,8 @@ PARAMETERS = [
     Param("backbone", "efficientnet_lite0", "Model to profile when profile_file is empty.", read_only=True),
     Param("weights", "", "Backbone checkpoint for start-up profiling.", read_only=True),
     Param("bottleneck_checkpoint", "default", "Bottleneck checkpoint for start-up profiling.", read_only=True),
-    Param("allowed_modes", ["local", "split", "bottleneck", "image"], "Modes that may be chosen."),
-    Param("pinned_mode", "", "Force this mode; empty = choose adaptively.", choices=("",) + MODES),
+    Param("allowed_modes", list(MODE_NAMES), "Modes that may be chosen."),
+    Param("pinned_mode", "", "Force this mode; empty = choose adaptively.", choices=("",) + MODE_NAMES),
     Param("camera_rate", 10.0, "Camera frames per second (sustainability check).", low=0.1, high=240.0),
     Param("min_fidelity", DEFAULT_MIN_FIDELITY, "Never choose a mode whose recorded agreement with the unmodified model "
           "is below this: held-out top-1 agreement for classifiers, fidelity mAP@0.5 for detectors; the "
@@ -70,7 +71,6 @@ PARAMETERS = [
 ]
 MISMATCH_BACKOFF_S = 10.0       # edge has other weights: retry offloading after this long
 REFUSED_BACKOFF_S = 30.0        # edge refuses a mode by configuration (e.g. allow_image_mode=false)
-OFFLOAD_MODES = frozenset({"split", "bottleneck", "image"})
 PROFILE_IDLE_WAIT_S = 10.0      # start-up profiling first waits up to this long for the nodes to load their models
 
 
@@ -111,11 +111,11 @@ class LinkMonitorNode(Node):
 
     def _load_profile(self) -> dict:
         from fsplit_ros.profiling import cached_profile, load_profile
+        from fsplit_ros.profiling.profiler import sample_frames
         if self.p["profile_file"]:
             return load_profile(self.p["profile_file"])
         self.get_logger().warning("no profile_file: profiling robot and edge costs on THIS machine "
                                   "(run fsplit-profile on each side for a real deployment)")
-        from fsplit_ros.cli.profile import sample_frames
         from fsplit_ros.runtime import Deployment
         dep = Deployment.load(self.p["backbone"], self.p["weights"] or None,
                               self.p["bottleneck_checkpoint"] or None)

@@ -27,25 +27,18 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from fsplit_ros.modes import CODECS as CODEC_REGISTRY
+from fsplit_ros.modes import MODES as MODE_REGISTRY
 from fsplit_ros.payload.errors import (CorruptPayload, ForeignPayload, ModelMismatch, OversizedPayload,
                                        TruncatedPayload, UnknownCodec, UnsupportedVersion)
 
 MAGIC = b"FSPL"
 VERSION = 1
-MODES = {"split": 1, "bottleneck": 2, "image": 3}
-CODECS = {
-    "rans-factorized": 1,
-    "fp16": 10, "fp16+zlib": 11,
-    "uint8-tensor": 12, "uint8-tensor+zlib": 13,
-    "uint8-channel": 14, "uint8-channel+zlib": 15,
-    "jpeg": 20, "webp": 21, "png": 22,
-}
+# Mode and codec ids: the registry's (fsplit_ros/modes.py).
+MODES = {name: mode.wire_id for name, mode in MODE_REGISTRY.items() if mode.offloads}
+CODECS = {name: codec.wire_id for name, codec in CODEC_REGISTRY.items()}
 # Which codecs each mode may use: anything else is rejected as UnknownCodec.
-MODE_CODECS = {
-    "split": {c for c in CODECS if c.startswith(("fp16", "uint8"))},
-    "bottleneck": {"rans-factorized"},
-    "image": {"jpeg", "webp", "png"},
-}
+MODE_CODECS = {name: set(MODE_REGISTRY[name].codec_names) for name in MODES}
 DTYPES = {"uint8": (1, 1), "int8": (2, 1), "float16": (3, 2), "float32": (4, 4)}  # id, itemsize
 
 _FIXED = struct.Struct("<4sBBBB32shhIIB")

@@ -12,19 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fsplit_ros.modes import candidate_mode, candidate_name   # noqa: F401  (re-exported by policy)
 from fsplit_ros.policy.cost_model import Prediction
-
-
-def candidate_mode(name: str) -> tuple[str, int]:
-    """'split@13' -> ('split', 13); 'bottleneck' -> ('bottleneck', 0)."""
-    mode, _, index = name.partition("@")
-    return mode, int(index) if index else 0
-
-
-def candidate_name(mode: str, split_index: int) -> str:
-    """The profile's name for what was run: ('split', 13) -> 'split@13'; other modes keep their name
-    (a bottleneck's or an image's split_index is not part of it)."""
-    return f"split@{split_index}" if mode == "split" else mode
 
 
 # The link monitor's default fidelity floor. It lies in the measured gap between the near-lossless

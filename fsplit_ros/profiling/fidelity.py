@@ -18,6 +18,8 @@ import json
 import re
 from pathlib import Path
 
+from fsplit_ros.modes import MODES, candidate_name
+
 FORMAT = "fsplit-fidelity/1"
 RECORD_DIR = Path(__file__).parent / "fidelity"
 METRICS = ("top1_agreement", "fidelity_map50")
@@ -29,12 +31,14 @@ def config_key(mode: str, split_index: int | None = None, tensor_codec: str | No
     "image jpeg:95 model", "image png model" (PNG is lossless at every level). None for modes a
     record does not hold (local is the model itself; the bottleneck's fidelity is its checkpoint's)
     and where the codec is not known (a hand-written profile)."""
-    if mode == "split" and tensor_codec:
-        return f"split@{split_index} {tensor_codec}"
-    if mode == "image" and image_codec:
-        name = image_codec.split(":", 1)[0]
-        return f"image {'png' if name == 'png' else image_codec} {image_resolution}"
-    return None
+    spec = MODES.get(mode)
+    codec = {"tensor_codec": tensor_codec, "image_codec": image_codec}.get(spec.codec_parameter) if spec else None
+    if not codec:
+        return None
+    if codec.split(":", 1)[0] == "png":
+        codec = "png"
+    key = f"{candidate_name(mode, split_index)} {codec}"
+    return f"{key} {image_resolution}" if spec.sends_pixels else key
 
 
 _SPLIT_SETTING = re.compile(r"^(\d+) \S+ (\S+)$")          # "13 blocks.5.0 uint8-channel+zlib"

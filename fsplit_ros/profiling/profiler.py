@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fsplit_ros.modes import MODES, candidate_name
 from fsplit_ros.profiling.fidelity import attach_fidelity, load_record
 from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
 
@@ -78,12 +79,19 @@ def median_ms(fn, repeats: int = 15, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def sample_frames(n: int = 8) -> list[np.ndarray]:
+    """The frames profiles are timed on: the first n offline labelled photos (RGB)."""
+    import cv2
+    from fsplit_ros.datasets.offline import labelled_imagenet_photos
+    return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p, _ in labelled_imagenet_photos()[:n]]
+
+
 def candidates(encoder: OnboardEncoder) -> list[tuple[str, str, int | None]]:
     """(candidate name, mode, split index) for every configuration the policy can choose."""
     out = [("local", "local", None), ("image", "image", 0)]
     if encoder.entropy_codec is not None:
         out.append(("bottleneck", "bottleneck", encoder.dep.bottleneck.config.injection_split))
-    out += [(f"split@{i}", "split", i) for i in encoder.dep.compressive_split_indices()]
+    out += [(candidate_name("split", i), "split", i) for i in encoder.dep.compressive_split_indices()]
     return out
 
 
@@ -152,7 +160,7 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
     timer.add("preprocess", lambda: enc.prepare(frames[0]))
     for name, mode, split in candidates(enc):
         entry = {"mode": mode, "split_index": split}
-        if mode == "local":
+        if not MODES[mode].offloads:
             entry.update(bytes=0, bytes_p95=0)
             if side != "edge":
                 timer.add(f"{name}/onboard", lambda: enc.predict_local(first))
@@ -162,7 +170,7 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
             entry.update(bytes=float(np.mean(sizes)), bytes_p95=float(np.percentile(sizes, 95)))
             if mode == "bottleneck":
                 entry.update(bottleneck_fidelity(dep))
-            if mode == "split":
+            if MODES[mode].per_split_point:
                 point = dep.split_point(split)
                 entry.update(name=point.name, compression=point.compression, shape=list(point.shape))
             if side != "edge":

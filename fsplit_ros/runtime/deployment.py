@@ -6,7 +6,6 @@ classes) and `detection` (the COCO detector: letterbox, boxes in original image 
 decides only how camera pixels become the model input and how the output becomes a result."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,9 +125,8 @@ class Deployment:
         return [p.index for p in self.split_points if p.compressive]
 
     def model_hashes(self) -> dict[str, str]:
-        """Mode -> hash of everything a payload of that mode needs on the other end."""
-        hashes = {"split": self.backbone.weights_hash, "image": self.backbone.weights_hash}
-        if self.bottleneck_hash:
-            hashes["bottleneck"] = hashlib.sha256(
-                (self.backbone.weights_hash + self.bottleneck_hash).encode()).hexdigest()
-        return hashes
+        """Mode -> hash of everything a payload of that mode needs on the other end (modes this
+        deployment cannot send, e.g. bottleneck without a checkpoint, have none)."""
+        from fsplit_ros.runtime.payload_modes import PAYLOAD_MODES
+        hashes = {name: mode.model_hash(self) for name, mode in PAYLOAD_MODES.items()}
+        return {name: h for name, h in hashes.items() if h is not None}

@@ -7,10 +7,12 @@ import numpy as np
 import torch
 
 from fsplit_ros.codecs import EntropyCodec, ImageCodec, TensorCodec
+from fsplit_ros.modes import MODE_NAMES
 from fsplit_ros.payload import PayloadHeader, pack_payload
 from fsplit_ros.runtime.deployment import Deployment
+from fsplit_ros.runtime.payload_modes import PAYLOAD_MODES
 
-MODES = ("local", "split", "bottleneck", "image")
+MODES = MODE_NAMES
 IMAGE_RESOLUTIONS = ("model", "native")
 
 
@@ -42,7 +44,8 @@ class OnboardEncoder:
         self._heads: dict[int, torch.nn.Module] = {}
 
     def available_modes(self) -> list[str]:
-        return [m for m in MODES if m != "bottleneck" or self.entropy_codec is not None]
+        """local, and every offloading mode this deployment can send (a bottleneck needs its checkpoint)."""
+        return [m for m in MODES if m not in PAYLOAD_MODES or m in self.hashes]
 
     def prepare(self, rgb: np.ndarray) -> PreparedFrame:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -68,20 +71,9 @@ class OnboardEncoder:
     def encode_frame(self, frame: PreparedFrame, mode: str, split_index: int | None = None
                      ) -> tuple[PayloadHeader, bytes]:
         """The payload for `mode` and its header (what the ROS message mirrors)."""
-        if mode == "split":
-            index = split_index or self.split_index
-            codec, encoded = self.tensor_codec, self.tensor_codec.encode(self.head(index)(frame.tensor))
-        elif mode == "bottleneck":
-            if self.entropy_codec is None:
-                raise ValueError("bottleneck mode needs a bottleneck checkpoint: set bottleneck_checkpoint")
-            index = self.dep.bottleneck.config.injection_split
-            codec, encoded = self.entropy_codec, self.entropy_codec.encode(frame.tensor)
-        elif mode == "image":
-            index = 0
-            pixels = frame.crop if self.image_resolution == "model" else frame.rgb
-            codec, encoded = self.image_codec, self.image_codec.encode(pixels)
-        else:
-            raise ValueError(f"mode '{mode}' sends no payload; choose split, bottleneck or image")
+        if mode not in PAYLOAD_MODES:
+            raise ValueError(f"mode '{mode}' sends no payload; choose one of {', '.join(PAYLOAD_MODES)}")
+        codec, encoded, index = PAYLOAD_MODES[mode].encode(self, frame, split_index)
         header = PayloadHeader(mode=mode, codec=codec.name, dtype=encoded.dtype,
                                model_hash=self.hashes[mode], split_index=index, shape=encoded.shape,
                                image_width=frame.width, image_height=frame.height,

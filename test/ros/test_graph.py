@@ -10,6 +10,7 @@ from vision_msgs.msg import Classification
 
 from fsplit_ros.bottleneck import BottleneckConfig, FrankenSplitBottleneck, save_bottleneck
 from fsplit_ros.datasets.offline import labelled_imagenet_photos
+from fsplit_ros.modes import candidate_name
 from fsplit_ros.msg import LinkState
 from ros_harness import bgr_image_msg, command_mode, encoder_decoder_graph
 
@@ -86,7 +87,7 @@ def test_frames_in_results_out_with_camera_header(graph, local_top1, mode):
     # every computed frame's onboard time, named as the link monitor's profile names the candidate
     timings = [t for t in probe.messages("onboard_timing") if base <= t.header.stamp.sec < base + 3]
     assert timings and all(0.0 < t.compute_time < 30.0 for t in timings)
-    names = {f"split@{m.split_index}" if mode == "split" else mode for m in sent} if sent else {"local"}
+    names = {candidate_name(mode, m.split_index) for m in sent} if sent else {"local"}
     assert {t.candidate for t in timings} == names, ({t.candidate for t in timings}, names)
     if mode in ("split", "image", "local"):   # the unchanged model: same answer as running it here
         for sec, msg in seen.items():
