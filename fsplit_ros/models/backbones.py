@@ -34,6 +34,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("efficientnet_lite0", "tf_efficientnet_lite0", offline.efficientnet_lite0_file,
                      injection_split=6),
         BackboneSpec("mobilenetv2", "mobilenetv2_100", offline.mobilenet_v2_file, injection_split=7),
+        BackboneSpec("efficientnet_lite2", "tf_efficientnet_lite2", offline.efficientnet_lite2_file,
+                     injection_split=6),
     ]
 }
 

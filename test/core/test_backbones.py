@@ -9,18 +9,27 @@ from fsplit_ros.models import weights as offline
 from fsplit_ros.runtime import OnboardEncoder
 
 
-def _inputs():
+def _inputs(size: int = 224):
     torch.manual_seed(0)
-    return torch.randn(4, 3, 224, 224)
+    return torch.randn(4, 3, size, size)
 
 
-def test_efficientnet_lite0_mapping_matches_original_implementation(lite0):
+@pytest.fixture(scope="module")
+def lite2():
+    from fsplit_ros.runtime import Deployment
+    return Deployment.load("efficientnet_lite2", bottleneck=None)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_efficientnet_lite_mapping_matches_original_implementation(name, lite0, lite2):
     from efficientnet_lite_pytorch import EfficientNet
-    original = EfficientNet.from_pretrained("efficientnet-lite0",
-                                            weights_path=str(offline.efficientnet_lite0_file())).eval()
-    x = _inputs()
+    dep = {"efficientnet_lite0": lite0, "efficientnet_lite2": lite2}[name]
+    weights = {"efficientnet_lite0": offline.efficientnet_lite0_file,
+               "efficientnet_lite2": offline.efficientnet_lite2_file}[name]()
+    original = EfficientNet.from_pretrained(name.replace("_", "-"), weights_path=str(weights)).eval()
+    x = _inputs(dep.input_size)
     with torch.no_grad():
-        ref, ours = original(x), lite0.backbone.model(x)
+        ref, ours = original(x), dep.backbone.model(x)
     assert ours.shape == (4, 1000)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
     assert torch.equal(ours.argmax(1), ref.argmax(1))
@@ -41,9 +50,10 @@ def _top1_correct(dep, photos):
     return sum(int(enc.predict_local(enc.prepare(rgb)).argmax()) == label for rgb, label in photos)
 
 
-@pytest.mark.parametrize("name,minimum", [("efficientnet_lite0", 16), ("mobilenetv2", 16)])
-def test_labelled_imagenet_photos_top1(name, minimum, lite0, mbv2, photos):
-    dep = {"efficientnet_lite0": lite0, "mobilenetv2": mbv2}[name]
+@pytest.mark.parametrize("name,minimum", [("efficientnet_lite0", 16), ("mobilenetv2", 16),
+                                          ("efficientnet_lite2", 16)])
+def test_labelled_imagenet_photos_top1(name, minimum, lite0, mbv2, lite2, photos):
+    dep = {"efficientnet_lite0": lite0, "mobilenetv2": mbv2, "efficientnet_lite2": lite2}[name]
     correct = _top1_correct(dep, photos)
     print(f"{name}: {correct}/20 top-1 on foolbox's ImageNet photos")
     assert correct >= minimum, f"{name} got only {correct}/20 right: the weight mapping is broken"
