@@ -70,13 +70,18 @@ def test_round_robin_keeps_the_ratio_that_back_to_back_timing_loses_under_a_burs
 
 
 def test_round_robin_interleaves_and_warms_up_every_operation():
-    order = []
-    timer = RoundRobinTimer()
+    order, now = [], [0.0]
+    cost = {"a": 0.001, "b": 0.002, "c": 0.004}          # seconds each operation takes on the fake clock
+
+    def run(key):
+        order.append(key)
+        now[0] += cost[key]
+    timer = RoundRobinTimer(clock=lambda: now[0])
     for key in "abc":
-        timer.add(key, lambda key=key: order.append(key))
+        timer.add(key, lambda key=key: run(key))
     medians = timer.run(repeats=2)
     assert "".join(order) == "abc" + "abcabc"
-    assert set(medians) == set("abc") and all(m >= 0 for m in medians.values())
+    assert medians == pytest.approx({"a": 1.0, "b": 2.0, "c": 4.0})   # ms, warm-up calls not counted
 
 
 def test_other_cpu_load_counts_other_processes_not_this_one():
