@@ -9,14 +9,3 @@ def top_k_classes(logits: torch.Tensor, k: int) -> list[tuple[int, float]]:
     values, indices = probs.topk(min(k, probs.numel()))
     return [(int(i), float(v)) for i, v in zip(indices, values)]
 
-
-_IMAGENET = None
-
-
-def imagenet_label(index: int) -> str:
-    """Human-readable ImageNet-1k label (timm ships the table; no download)."""
-    global _IMAGENET
-    if _IMAGENET is None:
-        from timm.data import ImageNetInfo
-        _IMAGENET = ImageNetInfo()
-    return _IMAGENET.index_to_description(index).split(",")[0]
