@@ -35,12 +35,10 @@ WATCHDOG_S = 240                      # a decode that never returns kills the ru
 MAX_PEAK_GROWTH_MIB = 64              # the largest legitimate decode buffer is ~5 MiB (rANS padding)
 RANS_CHILD_EXAMPLES = 2000            # through EdgeDecoder.decode too, in a child process
 EXAMPLES = {                          # test -> hypothesis examples in this process
-    "structure": 3100, "garbage_per_codec": 250, "mutated": 1200, "absurd": 700, "foreign": 600}
+    "structure": 3900, "garbage_per_codec": 250, "mutated": 1200, "absurd": 700, "foreign": 600}
 TOTAL_EXPECTED = (EXAMPLES["structure"] + EXAMPLES["garbage_per_codec"] * len(CODECS) + EXAMPLES["mutated"]
                   + EXAMPLES["absurd"] + EXAMPLES["foreign"] + RANS_CHILD_EXAMPLES)
-assert TOTAL_EXPECTED >= 10_000
 
-RESULTS: dict[str, Counter] = {}      # test id -> outcome counts (read by the totals test)
 
 
 def _settings(n: int):
@@ -107,7 +105,6 @@ def _fuzz(name: str, strategy, corpus, n: int) -> Counter:
     finally:
         faulthandler.cancel_dump_traceback_later()
     growth = growth_since(base)
-    RESULTS[name] = counts
     print(f"{name}: {sum(counts.values())} examples, {dict(counts)}, peak RSS growth {growth:.1f} MiB")
     if measurable:
         assert growth < MAX_PEAK_GROWTH_MIB, f"{name}: peak RSS grew {growth:.0f} MiB"
@@ -160,7 +157,6 @@ def test_rans_garbage_in_a_child_process(rans_child):
                                   f"e.g. -11 SIGSEGV):\n{out[-2000:]}\n{log.read_text()[-3000:]}")
     report = json.loads(out.strip().splitlines()[-1])
     print("rANS child:", report)
-    RESULTS["rans_child"] = Counter(report["outcomes"])
     assert report["examples"] == RANS_CHILD_EXAMPLES
     assert sum(report["outcomes"].values()) == RANS_CHILD_EXAMPLES
     assert set(report["outcomes"]) <= {"corrupt", "decoded"}, report
@@ -169,12 +165,9 @@ def test_rans_garbage_in_a_child_process(rans_child):
     assert report["slowest_s"] < DEADLINE.total_seconds(), report
 
 
-def test_fuzz_totals():
-    """Reads what the fuzz tests above recorded: at least 10,000 payloads went through
-    EdgeDecoder.decode (in this process and in the rANS child)."""
-    expected = {"structure", "mutated", "absurd", "foreign", "rans_child"} | {f"garbage:{c}" for c in CODECS}
-    if set(RESULTS) != expected:
-        pytest.skip("run the whole file to check the totals")
-    total: Counter = sum(RESULTS.values(), Counter())
-    print("all fuzz outcomes:", dict(total))
-    assert sum(total.values()) >= 10_000, total
+def test_the_fuzz_budget_reaches_ten_thousand_payloads():
+    """Every fuzz test above must run >= 90 % of its examples (the rANS child all of its), so when
+    they all pass at least 10,000 payloads went through EdgeDecoder.decode: the budget, checked on
+    its own (no test depends on another's state or order)."""
+    in_process = TOTAL_EXPECTED - RANS_CHILD_EXAMPLES
+    assert 0.9 * in_process + RANS_CHILD_EXAMPLES >= 10_000, (in_process, RANS_CHILD_EXAMPLES)
