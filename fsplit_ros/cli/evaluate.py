@@ -99,15 +99,14 @@ def main(argv=None) -> int:
                "backbone": args.backbone, "family": family,
                "heldout_sources": [s.describe() for s in heldout],
                **info, "targets": targets(rows), "rows": [r.to_dict() for r in rows]}
-    _write_table(out / "rate_accuracy", summary, rows)
-    _write_record(args, summary)
+    _write_results(args, out / "rate_accuracy", summary, rows)
     plot(rows, out / "rate_accuracy.png", f"{args.backbone}: rate vs top-1 agreement, family {family} "
          f"({info['frames'] + info['photos']} held-out frames)")
-    lines = ["| method | setting | bytes/frame | p95 | agreement % [95 % CI] | accuracy % | onboard ms |",
-             "|---|---|---:|---:|---|---:|---:|"]
-    lines += [f"| {r.method} | {r.setting} | {r.bytes_mean:.0f} | {r.bytes_p95:.0f} | "
-              f"{format_interval(r.agreement, r.agreement_lo, r.agreement_hi)} | {100 * r.accuracy:.0f} | "
-              f"{r.onboard_ms:.2f} |" for r in rows]
+    lines = _markdown_table(
+        ["method", "setting", "bytes/frame", "p95", "agreement % [95 % CI]", "accuracy %", "onboard ms"],
+        [[r.method, r.setting, f"{r.bytes_mean:.0f}", f"{r.bytes_p95:.0f}",
+          format_interval(r.agreement, r.agreement_lo, r.agreement_hi), f"{100 * r.accuracy:.0f}",
+          f"{r.onboard_ms:.2f}"] for r in rows])
     (out / "rate_accuracy.md").write_text(
         f"Command: `{summary['command']}`  \nFamily {family}: {info['frames']} frames + {info['photos']} "
         f"labelled photos from {len(heldout)} files.\n\n" + "\n".join(lines) + "\n")
@@ -116,7 +115,15 @@ def main(argv=None) -> int:
     return 0
 
 
-def _write_record(args, summary: dict) -> None:
+def _markdown_table(header: list[str], cells: list[list[str]]) -> list[str]:
+    """Markdown lines: the header, a rule (numbers right-aligned from the third column), the rows."""
+    rule = ["---", "---"] + ["---:"] * (len(header) - 2)
+    return ["| " + " | ".join(row) + " |" for row in [header, rule, *cells]]
+
+
+def _write_results(args, stem: Path, summary: dict, rows) -> None:
+    """STEM.json and STEM.csv, and with --record the fidelity record."""
+    _write_table(stem, summary, rows)
     if args.record:
         from fsplit_ros.profiling.fidelity import record_from_results, save_record
         from fsplit_ros.runtime import Deployment
@@ -155,15 +162,13 @@ def _evaluate_detector(args, argv, frames, heldout, family) -> int:
                "detector": args.backbone, "family": family,
                "heldout_sources": [s.describe() for s in heldout], **info,
                "cheapest": cheapest, "rows": [r.to_dict() for r in rows]}
-    _write_table(out / "detection_fidelity", summary, rows)
-    _write_record(args, summary)
+    _write_results(args, out / "detection_fidelity", summary, rows)
     fidelity.plot(rows, out / "detection_fidelity.png", f"{args.backbone}: fidelity mAP vs bytes ({info['frames']} held-out "
          f"frames, {info['reference_detections']} reference detections)")
-    lines = ["| method | setting | bytes/frame | p95 | mAP@0.5 [95 % CI] | mAP@[.5:.95] | onboard ms | edge ms |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.method} | {r.setting} | {r.bytes_mean:.0f} | {r.bytes_p95:.0f} | "
-              f"{format_interval(r.map50, r.map50_lo, r.map50_hi)} | "
-              f"{100 * r.map50_95:.1f} | {r.onboard_ms:.1f} | {r.edge_ms:.1f} |" for r in rows]
+    lines = _markdown_table(
+        ["method", "setting", "bytes/frame", "p95", "mAP@0.5 [95 % CI]", "mAP@[.5:.95]", "onboard ms", "edge ms"],
+        [[r.method, r.setting, f"{r.bytes_mean:.0f}", f"{r.bytes_p95:.0f}", format_interval(r.map50, r.map50_lo, r.map50_hi),
+          f"{100 * r.map50_95:.1f}", f"{r.onboard_ms:.1f}", f"{r.edge_ms:.1f}"] for r in rows])
     (out / "detection_fidelity.md").write_text(
         f"Command: `{summary['command']}`  \nFamily {family}: {info['frames']} held-out frames from "
         f"{len(heldout)} files ({', '.join(s.path.name for s in heldout if s.kind == 'video')} + "
