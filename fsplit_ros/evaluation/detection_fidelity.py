@@ -154,8 +154,11 @@ def map_from_matches(matches: list, frames=None) -> float:
 
 def map50_interval(reference: list[list], predicted: list[list], reps: int = 1000, seed: int = 0,
                    level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the fidelity mAP@0.5 over frames (frames resampled with
-    replacement `reps` times). Frames of one video are not independent, so, like the Wilson
+    """Bootstrap interval of the fidelity mAP@0.5 over frames (frames resampled with replacement
+    `reps` times), the basic (reverse-percentile) kind: [2m - q_hi, 2m - q_lo] around the estimate m.
+    The plain percentile interval sat above the estimate (e.g. 75.8 in [73.3, 83.0]) because a
+    resample that misses a rare class drops that class's, usually low, AP from the mean; the basic
+    interval corrects that bias. Frames of one video are not independent, so, like the Wilson
     intervals of agreements, it is if anything too narrow."""
     matches = [frame_matches(t, p) for t, p in zip(reference, predicted, strict=True)]
     rng = np.random.default_rng(seed)
@@ -164,7 +167,9 @@ def map50_interval(reference: list[list], predicted: list[list], reps: int = 100
     if not samples:
         return float("nan"), float("nan")
     tail = 100 * (1 - level) / 2
-    return float(np.percentile(samples, tail)), float(np.percentile(samples, 100 - tail))
+    q_lo, q_hi = np.percentile(samples, tail), np.percentile(samples, 100 - tail)
+    estimate = map_from_matches(matches)
+    return float(np.clip(2 * estimate - q_hi, 0, 1)), float(np.clip(2 * estimate - q_lo, 0, 1))
 
 
 def _detections(dep: Deployment, outputs, frames, threshold: float) -> list[list]:
