@@ -203,3 +203,45 @@ def command_mode(state_pub, mode: str, settle_s: float = 0.5):
     assert wait_for_subscribers(state_pub, timeout=60), "the encoder never subscribed to link_state"
     state_pub.publish(LinkState(mode=mode, reason="test"))
     time.sleep(settle_s)
+
+
+def local_top1_of(backbone: str):
+    """top1(photo path): the unchanged model's class, run in this process."""
+    import cv2
+    from fsplit_ros.runtime import Deployment, OnboardEncoder
+    encoder = OnboardEncoder(Deployment.load(backbone, bottleneck=None))
+
+    def top1(path):
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        return int(encoder.predict_local(encoder.prepare(rgb)).argmax())
+    return top1
+
+
+def photo_msg(path, sec):
+    import cv2
+    return bgr_image_msg(cv2.imread(str(path)), sec, 500)
+
+
+def results_in_mode(graph, mode: str, base: int, photos) -> dict:
+    """Publish the photos (stamped base, base+1, ...) with `mode` commanded until each has a result;
+    returns {stamp sec: Classification}."""
+    probe, image_pub, state_pub, encoder, decoder = graph
+    assert probe.wait_for_subscribers(image_pub, timeout=60), f"encoder not up:\n{encoder.log()}"
+    command_mode(state_pub, mode)
+    from fsplit_ros.msg import LinkState
+    # Command the mode the way the link monitor does, until the encoder obeys.
+    seen = {}
+    deadline = time.monotonic() + 90
+    i = 0
+    while len(seen) < len(photos) and time.monotonic() < deadline:
+        state_pub.publish(LinkState(mode=mode, reason="test"))
+        path, label = photos[i % len(photos)]
+        image_pub.publish(photo_msg(path, base + i % len(photos)))
+        i += 1
+        time.sleep(0.3)
+        for msg in probe.messages("classification"):
+            if base <= msg.header.stamp.sec < base + len(photos):
+                seen[msg.header.stamp.sec] = msg
+    assert len(seen) == len(photos), (f"{mode}: results for {sorted(seen)}\nencoder:\n{encoder.log()}"
+                                      f"\ndecoder:\n{decoder.log()}")
+    return seen

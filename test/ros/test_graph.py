@@ -1,9 +1,7 @@
 """The node graph as separate OS processes over real DDS: encoder and decoder (installed
 executables, as `ros2 run` starts them), frames in from the test, results out with the camera
 frame's header, in every mode."""
-import time
 
-import cv2
 import pytest
 import torch
 from vision_msgs.msg import Classification
@@ -11,8 +9,7 @@ from vision_msgs.msg import Classification
 from fsplit_ros.bottleneck import BottleneckConfig, FrankenSplitBottleneck, save_bottleneck
 from fsplit_ros.datasets.offline import labelled_imagenet_photos
 from fsplit_ros.modes import candidate_name
-from fsplit_ros.msg import LinkState
-from ros_harness import bgr_image_msg, command_mode, encoder_decoder_graph
+from ros_harness import encoder_decoder_graph, local_top1_of, results_in_mode
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +23,9 @@ def bottleneck_file(tmp_path_factory):
     return str(path)
 
 
-def _local_top1(backbone: str):
-    from fsplit_ros.runtime import Deployment, OnboardEncoder
-    encoder = OnboardEncoder(Deployment.load(backbone, bottleneck=None))
-
-    def top1(path):
-        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-        return int(encoder.predict_local(encoder.prepare(rgb)).argmax())
-    return top1
-
-
 @pytest.fixture(scope="module")
 def local_top1():
-    return _local_top1("efficientnet_lite0")
+    return local_top1_of("efficientnet_lite0")
 
 
 @pytest.fixture(scope="module")
@@ -48,40 +35,12 @@ def graph(tmp_path_factory, bottleneck_file):
         yield g
 
 
-def _photo_msg(path, sec):
-    return bgr_image_msg(cv2.imread(str(path)), sec, 500)
-
-
-def _results_in_mode(graph, mode: str, base: int, photos) -> dict:
-    """Publish the photos (stamped base, base+1, ...) with `mode` commanded until each has a result;
-    returns {stamp sec: Classification}."""
-    probe, image_pub, state_pub, encoder, decoder = graph
-    assert probe.wait_for_subscribers(image_pub, timeout=60), f"encoder not up:\n{encoder.log()}"
-    command_mode(state_pub, mode)
-    # Command the mode the way the link monitor does, until the encoder obeys.
-    seen = {}
-    deadline = time.monotonic() + 90
-    i = 0
-    while len(seen) < len(photos) and time.monotonic() < deadline:
-        state_pub.publish(LinkState(mode=mode, reason="test"))
-        path, label = photos[i % len(photos)]
-        image_pub.publish(_photo_msg(path, base + i % len(photos)))
-        i += 1
-        time.sleep(0.3)
-        for msg in probe.messages("classification"):
-            if base <= msg.header.stamp.sec < base + len(photos):
-                seen[msg.header.stamp.sec] = msg
-    assert len(seen) == len(photos), (f"{mode}: results for {sorted(seen)}\nencoder:\n{encoder.log()}"
-                                      f"\ndecoder:\n{decoder.log()}")
-    return seen
-
-
 @pytest.mark.parametrize("mode", ["split", "bottleneck", "image", "local"])
 def test_frames_in_results_out_with_camera_header(graph, local_top1, mode):
     probe, image_pub, state_pub, encoder, decoder = graph
     photos = labelled_imagenet_photos()[:3]
     base = 1000 * (["split", "bottleneck", "image", "local"].index(mode) + 1)
-    seen = _results_in_mode(graph, mode, base, photos)
+    seen = results_in_mode(graph, mode, base, photos)
     for sec, msg in seen.items():
         assert msg.header.frame_id == "camera_optical" and msg.header.stamp.nanosec == 500
         assert len(msg.results) == 5 and msg.results[0].score >= msg.results[1].score
@@ -115,33 +74,3 @@ def test_demo_refuses_a_folder_holding_an_earlier_run(tmp_path, capsys):
     assert "holds an earlier run (events.jsonl)" in capsys.readouterr().err
     assert not (tmp_path / "logs").exists()                  # nothing was started
 
-
-@pytest.fixture(scope="module")
-def lite2_graph(tmp_path_factory):
-    """EfficientNet-Lite2 (260x260 input), added as one BackboneSpec; no bottleneck ships for it, so
-    the default checkpoint setting loads none."""
-    common = {"backbone": "efficientnet_lite2", "num_threads": 1}
-    with encoder_decoder_graph(tmp_path_factory.mktemp("lite2"), common, ("classification", Classification)) as g:
-        yield g
-
-
-@pytest.mark.parametrize("mode", ["split", "local"])
-def test_a_backbone_added_by_one_spec_runs_end_to_end(lite2_graph, mode):
-    """Lite2 over DDS: split payloads name the model and carry its 260-px geometry's tensor; the
-    edge's answers equal the unchanged model run here."""
-    probe = lite2_graph[0]
-    photos = labelled_imagenet_photos()[3:6]
-    base = 7000 + 100 * ["split", "local"].index(mode)
-    seen = _results_in_mode(lite2_graph, mode, base, photos)
-    top1 = _local_top1("efficientnet_lite2")
-    for sec, msg in seen.items():
-        assert msg.header.frame_id == "camera_optical"
-        assert msg.results[0].class_id == str(top1(photos[sec - base][0]))
-    sent = [m for m in probe.messages("compressed_feature") if base <= m.header.stamp.sec < base + 3]
-    if mode == "local":
-        assert not sent
-    else:
-        from fsplit_ros.runtime import Deployment
-        shapes = {p.index: list(p.shape) for p in Deployment.load("efficientnet_lite2", bottleneck=None).split_points}
-        assert sent and all(m.model_name == "efficientnet_lite2" and m.mode == "split" for m in sent)
-        assert all(list(m.shape) == shapes[m.split_index] for m in sent), [(m.split_index, list(m.shape)) for m in sent]
