@@ -100,6 +100,9 @@ class Graph:
         self.pg.start("encoder", "encoder_node", "robot", params={**COMMON, "emulated_slowdown": SLOWDOWN},
                       remaps={"image": "camera/image_raw"})
         self.start_camera()
+        # No fidelity floor: at a 2x slowdown only image mode (JPEG, below the default floor) beats
+        # local by the hysteresis for sure; with the floor, split@3's margin depended on the profile's
+        # timing and the graph sometimes never offloaded (clean-clone CI). The floor has its own tests.
         # Predictions from the profile alone: with the live time correction, killing the decoder frees
         # half of this machine's 2 cores, the robot's measured times drop, and `local` won on cost
         # 0.33 s after the kill, before the link timeout this test is about (robot and edge never
@@ -107,7 +110,7 @@ class Graph:
         self.pg.start("link_monitor", "link_monitor_node", "robot",
                       params={"profile_file": str(self.profile_file), "emulated_slowdown": SLOWDOWN,
                               "camera_rate": CAMERA_FPS, "link_timeout_s": LINK_TIMEOUT_S,
-                              "measured_time_correction": False})
+                              "measured_time_correction": False, "min_fidelity": 0.0})
 
     def start_decoder(self, weights: str = ""):
         self.decoder_starts += 1
