@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from fsplit_ros.bottleneck import BottleneckConfig, FrankenSplitBottleneck, save_bottleneck
-from fsplit_ros.cli.profile import sample_frames
+from fsplit_ros.profiling.profiler import sample_frames
 from fsplit_ros.profiling import profile_deployment
 from fsplit_ros.runtime import Deployment
 from fsplit_ros.runtime.deployment import default_bottleneck_path

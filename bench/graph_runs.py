@@ -76,11 +76,10 @@ IMAGE_FIDELITY = {"image (224 crop, PNG)": 1.0, "JPEG q95 offload (whole frame)"
 
 def fidelity_used(run: dict, name: str) -> tuple[float | None, float | None]:
     """(mean, min) recorded fidelity of the candidates that delivered configuration `name`'s
-    results (local: 1; None where one is unknown), from the fidelity the monitor published."""
+    results (None where one is unknown), from the fidelity the monitor published (local: 1)."""
     table = {}
     for s in run["states"]:
         table.update(s.get("fidelity") or {})
-    table["local"] = 1.0
     if name in IMAGE_FIDELITY:
         table["image"] = IMAGE_FIDELITY[name]
     values = [table.get(r["candidate"]) for r in run["results"]]

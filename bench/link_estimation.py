@@ -38,7 +38,7 @@ RTT_S = 0.01           # the bed's 5 ms each way (netem)
 
 def profile_file(work: Path, backbone: str) -> tuple[Path, dict]:
     """The profile every run shares (the cached start-up profile of this machine)."""
-    from fsplit_ros.cli.profile import sample_frames
+    from fsplit_ros.profiling.profiler import sample_frames
     from fsplit_ros.profiling import cached_profile
     from fsplit_ros.runtime import Deployment
     profile = cached_profile(Deployment.load(backbone), sample_frames())

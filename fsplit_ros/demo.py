@@ -49,8 +49,8 @@ def link_rate_at(trace, t: float) -> float:
 
 def per_candidate(events: list[dict]) -> dict:
     """For each candidate that delivered results: how many, bytes per frame, median latency, and
-    the fidelity the link monitor recorded for it (agreement with the full model on held-out frames;
-    None where no record exists). A result belongs to the payload with its camera stamp, or to
+    the fidelity the link monitor published for it in link_state (agreement with the full model on
+    held-out frames, 1 for local; None where no record exists). A result belongs to the payload with its camera stamp, or to
     `local` when none was sent."""
     from fsplit_ros.policy import candidate_name
     sent = {e["stamp"]: e for e in events if e["topic"] == "compressed_feature"}
@@ -67,7 +67,7 @@ def per_candidate(events: list[dict]) -> dict:
         row["bytes"].append(payload["bytes"] if payload else 0)
     return {name: {"results": len(row["latency"]), "bytes_per_frame": float(np.mean(row["bytes"])),
                    "latency_ms_p50": float(np.median(row["latency"])),
-                   "fidelity": 1.0 if name == "local" else fidelity.get(name)}
+                   "fidelity": fidelity.get(name)}
             for name, row in sorted(rows.items())}
 
 

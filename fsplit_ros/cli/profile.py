@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from fsplit_ros.profiling import load_profile, merge_profiles, profile_deployment, save_profile
-from fsplit_ros.profiling.profiler import MAX_OTHER_CPU_LOAD, sample_frames   # noqa: F401  (tests use it here)
+from fsplit_ros.profiling.profiler import MAX_OTHER_CPU_LOAD, sample_frames
 from fsplit_ros.runtime import Deployment
 
 
@@ -39,7 +39,8 @@ def main(argv=None) -> int:
         return 0
     dep = Deployment.load(args.backbone, args.weights, args.bottleneck or None)
     profile = profile_deployment(dep, sample_frames(), side=args.side, repeats=args.repeats,
-                                 threads=args.threads, encoder_kwargs={"tensor_codec": args.tensor_codec, "image_codec": args.image_codec,
+                                 threads=args.threads,
+                                 encoder_kwargs={"tensor_codec": args.tensor_codec, "image_codec": args.image_codec,
                                                  "image_quality": args.image_quality,
                                                  "image_resolution": args.image_resolution})
     profile["command"] = " ".join(["fsplit-profile", *sys.argv[1:]]) if argv is None else " ".join(argv)

@@ -216,10 +216,10 @@ def evaluate_detection(frames: list[np.ndarray], detector: str = "nanodet", chec
     local_outputs = [base.predict_local(p) for p in prepared]
     reference = _detections(dep, local_outputs, prepared, REFERENCE_THRESHOLD)
     # The reference configuration goes through the same scoring: 1.0 by construction.
-    ref50, ref50_95 = fidelity_map(reference, _detections(dep, local_outputs, prepared, EVALUATION_THRESHOLD))
+    scored = _detections(dep, local_outputs, prepared, EVALUATION_THRESHOLD)
+    ref50, ref50_95 = fidelity_map(reference, scored)
     rows = [DetectionRow("reference", "unmodified detector (local)", 0.0, 0.0, ref50, ref50_95, float("nan"),
-                         float("nan"), *map50_interval(reference, _detections(dep, local_outputs, prepared,
-                                                                              EVALUATION_THRESHOLD)))]
+                         float("nan"), *map50_interval(reference, scored))]
     jobs = [("bottleneck", str(p)) for p in checkpoints]
     jobs += [("split", (index, codec)) for index in dep.compressive_split_indices() for codec in split_codecs]
     jobs += [(f"image-{res}", (codec, q)) for res in ("model", "native") for codec in ("jpeg", "webp")

@@ -25,12 +25,11 @@ from rclpy.node import Node
 from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState, OnboardTiming
 from fsplit_ros.nodes.messages import PROBE_QOS, reception_time, time_to_float, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
-from fsplit_ros.policy import (DEFAULT_MIN_FIDELITY, CostModel, LinkEstimator, MeasuredTimeCorrection, ModeSelector, LinkProber,
-                               candidate_mode, candidate_name)
-
+from fsplit_ros.modes import MODE_NAMES, OFFLOAD_MODES, candidate_mode, candidate_name
 from fsplit_ros.nodes.runner import run_node
-from fsplit_ros.modes import MODE_NAMES, OFFLOAD_MODES
 from fsplit_ros.payload.errors import ERROR_KIND_NAMES
+from fsplit_ros.policy import (DEFAULT_MIN_FIDELITY, CostModel, LinkEstimator, MeasuredTimeCorrection, ModeSelector,
+                               LinkProber)
 
 PARAMETERS = [
     Param("profile_file", "", "Per-mode costs from fsplit-profile; empty = profile this machine at "
@@ -130,8 +129,9 @@ class LinkMonitorNode(Node):
         return profile
 
     def _report_fidelity(self, profile: dict) -> None:
-        """Fill the candidates' recorded fidelity (profiles cached or made before records existed)
-        and say at start-up which the floor keeps out and whose accuracy loss is unknown."""
+        """Say at start-up which candidates the floor keeps out and whose accuracy loss is unknown
+        (attach_fidelity is idempotent: the loaded profile already carries the record's numbers,
+        this call returns the candidates it has none for)."""
         from fsplit_ros.profiling.fidelity import attach_fidelity, load_record
         unknown = attach_fidelity(profile, load_record(profile["backbone"]))
         floor = self.p["min_fidelity"]

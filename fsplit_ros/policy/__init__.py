@@ -4,8 +4,8 @@ from fsplit_ros.policy.flow_control import InFlightWindow
 from fsplit_ros.policy.link_estimator import LinkEstimator
 from fsplit_ros.policy.probing import LinkProber
 from fsplit_ros.policy.time_correction import MeasuredTimeCorrection
-from fsplit_ros.policy.selector import (DEFAULT_MIN_FIDELITY, Decision, ModeSelector, candidate_mode,
-                                       candidate_name, faithful, preferred_modes)
+from fsplit_ros.modes import candidate_mode, candidate_name
+from fsplit_ros.policy.selector import DEFAULT_MIN_FIDELITY, Decision, ModeSelector, faithful, preferred_modes
 
 __all__ = ["DEFAULT_MIN_FIDELITY", "faithful", "CostModel", "Decision", "InFlightWindow", "LinkEstimator", "MeasuredTimeCorrection", "ModeSelector", "Prediction", "LinkProber", "candidate_mode",
            "candidate_name", "preferred_modes"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fsplit_ros.modes import candidate_mode, candidate_name   # noqa: F401  (re-exported by policy)
+from fsplit_ros.modes import candidate_mode
 from fsplit_ros.policy.cost_model import Prediction
 
 

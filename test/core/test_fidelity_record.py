@@ -122,7 +122,9 @@ def test_demo_report_puts_each_candidates_fidelity_next_to_its_bytes_and_latency
     """Results are attributed by camera stamp to the payload that carried them (local when none
     did); fidelity comes from what the link monitor published in link_state."""
     from fsplit_ros.demo import candidate_table, per_candidate
-    events = [{"topic": "link_state", "t": 0.0, "fidelity": {"split@13": 0.998, "image": 0.855, "bottleneck": None}},
+    # as the monitor publishes it: every candidate, local 1, unknown None
+    events = [{"topic": "link_state", "t": 0.0,
+               "fidelity": {"local": 1.0, "split@13": 0.998, "image": 0.855, "bottleneck": None}},
               {"topic": "compressed_feature", "t": 1.0, "stamp": 1.0, "mode": "split", "split": 13, "bytes": 10000},
               {"topic": "classification", "t": 1.05, "stamp": 1.0},
               {"topic": "compressed_feature", "t": 2.0, "stamp": 2.0, "mode": "image", "split": 0, "bytes": 17000},

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from fsplit_ros.cli.profile import sample_frames
+from fsplit_ros.profiling.profiler import sample_frames
 from fsplit_ros.profiling.fidelity import load_record
 from fsplit_ros.profiling import cached_profile, load_profile, profile_deployment
 from fsplit_ros.profiling.profiler import METHOD, OtherCpuLoad, RoundRobinTimer, wait_for_idle_cpus

@@ -159,7 +159,7 @@ def nodes(tmp_path_factory, request):
 
 
 def _profile_file(folder, dep) -> Path:
-    from fsplit_ros.cli.profile import sample_frames
+    from fsplit_ros.profiling.profiler import sample_frames
     from fsplit_ros.profiling import cached_profile
     path = folder / "profile.json"
     path.write_text(json.dumps(cached_profile(dep, sample_frames())))

@@ -86,7 +86,7 @@ class Graph:
         self.param_client = self.probe.node.create_client(SetParameters, "/fsplit_encoder/set_parameters")
 
     def start(self):
-        from fsplit_ros.cli.profile import sample_frames
+        from fsplit_ros.profiling.profiler import sample_frames
         from fsplit_ros.profiling import cached_profile
         from fsplit_ros.runtime import Deployment
 

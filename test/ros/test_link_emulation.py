@@ -50,7 +50,7 @@ def link():
 @pytest.mark.root
 @pytest.mark.slow
 def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
-    from fsplit_ros.cli.profile import sample_frames
+    from fsplit_ros.profiling.profiler import sample_frames
     from fsplit_ros.runtime import Deployment
 
     dep = Deployment.load("efficientnet_lite0")
