@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fsplit_ros.linkemu import EmulatedLink
 from fsplit_ros.modes import MODE_NAMES
+from fsplit_ros.tasks import TASKS
 
 
 def installed_executable(name: str) -> str:
@@ -132,7 +133,7 @@ def start_standard_graph(graph: ProcessGraph, cfg: GraphConfig, events_path: Pat
                 remaps={"image": "camera/image_raw"})
 
 
-RESULT_TOPICS = ("classification", "detections")
+RESULT_TOPICS = tuple(task.result_topic for task in TASKS.values())
 
 
 def wait_until_ready(graph: ProcessGraph, events: "EventLog", topics=("results", "link_state"),

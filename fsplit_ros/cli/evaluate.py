@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     import cv2
     photos = [(cv2.cvtColor(cv2.imread(str(s.path)), cv2.COLOR_BGR2RGB), labels[s.file_key])
               for s in heldout if s.file_key in labels]
-    if args.backbone in DETECTORS:
+    if args.backbone in DETECTORS:   # the detection task: scored by fidelity mAP, not labels
         # detection has no labels for the photos either: every held-out frame is scored the same way
         return _evaluate_detector(args, argv, frames + [rgb for rgb, _ in photos], heldout, family)
     try:

@@ -5,10 +5,11 @@ The weights are the original ones, read from the TF.js graph model of the npm pa
 see :mod:`fsplit_ros.detection.assets`). ROS-free::
 
     from fsplit_ros.detection import load_nanodet
+    from fsplit_ros.splitting import SplittableModel
     det = load_nanodet()
     tensor, meta = det.preprocess(rgb)            # or channel_order="bgr" for cv2.imread
     detections = det.postprocess(det.forward(tensor), meta, score_threshold=0.35)
-    det.split_points()                            # natural bottlenecks of the backbone, c_l
+    SplittableModel(det.model).split_points(416, 1.0)   # natural bottlenecks, c_l at 8 bits
 
 See docs/DETECTOR.md for the architecture, the reference check and the split points.
 """

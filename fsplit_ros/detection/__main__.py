@@ -48,10 +48,11 @@ def _detect(args) -> int:
 
 
 def _split_points(args) -> int:
+    from fsplit_ros.splitting import SplittableModel
     from fsplit_ros.detection import load_nanodet
     det = load_nanodet()
     print(f"input {det.input_size}x{det.input_size}, |x| = {3 * det.input_size ** 2} bytes (uint8)")
-    for p in det.split_points(args.bytes_per_element):
+    for p in SplittableModel(det.model).split_points(det.input_size, args.bytes_per_element):
         print(f"{p.index:2d} {p.name:8s} {str(p.shape):20s} c_l={p.compression:.3f}"
               f"{'  natural' if p.natural_bottleneck else ''}{'  compressive' if p.compressive else ''}")
     return 0
@@ -81,11 +82,12 @@ def _benchmark(args) -> int:
     """Median wall time per frame of each stage (and the forward pass's CPU time, a load-proof
     estimate); a 640x480 camera frame stands in for the input."""
     from fsplit_ros.detection import load_nanodet
+    from fsplit_ros.splitting import SplittableModel
     det = load_nanodet(input_size=args.input_size)
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    split = det.splittable()
-    compressive = [p for p in det.split_points() if p.compressive]
+    split = SplittableModel(det.model)
+    compressive = [p for p in split.split_points(det.input_size, 1.0) if p.compressive]
     report = {"input_size": det.input_size, "cpu_count": os.cpu_count(),
               "load_average": os.getloadavg(), "torch": torch.__version__, "threads": {}}
     for threads in args.threads:

@@ -152,15 +152,6 @@ class NanoDet:
 
     __call__ = forward
 
-    def splittable(self):
-        """The network as :class:`fsplit_ros.splitting.SplittableModel` (heads/tails share it)."""
-        from fsplit_ros.splitting import SplittableModel
-        return SplittableModel(self.model)
-
-    def split_points(self, bytes_per_element: float = 1.0):
-        """Inner split points with c_l at this detector's input size (8-bit transmission)."""
-        return self.splittable().split_points(self.input_size, bytes_per_element)
-
     # -- post-processing ----------------------------------------------------------------------
     def decode(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C) raw output of one image -> boxes (N, 4) xyxy in input pixels, scores (N, K)."""

@@ -18,7 +18,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkProbe
-from fsplit_ros.nodes.messages import PROBE_QOS, RESULT_TOPICS, reception_time, result_msg, wall_time_msg
+from fsplit_ros.nodes.messages import PROBE_QOS, reception_time, result_msg, result_type, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.payload import Limits, PayloadError
@@ -72,8 +72,8 @@ class RobotLink:
         prefix = f"{ns.rstrip('/')}/" if ns else ""
         self.name = ns or node.get_namespace()
         self.queue: deque = deque(maxlen=queue_len)   # newest wins when the edge falls behind
-        topic, result_type = RESULT_TOPICS[node.decoder.dep.task]
-        self.result_pub = node.create_publisher(result_type, f"{prefix}{topic}", 10)
+        task = node.decoder.dep.task
+        self.result_pub = node.create_publisher(result_type(task), f"{prefix}{task.result_topic}", 10)
         self.feedback_pub = node.create_publisher(FrameFeedback, f"{prefix}frame_feedback", 50)
         self.echo_pub = node.create_publisher(LinkProbe, f"{prefix}link_probe_echo", PROBE_QOS)
         reliable_newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,

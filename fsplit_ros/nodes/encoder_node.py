@@ -23,7 +23,7 @@ from sensor_msgs.msg import Image
 
 from fsplit_ros.imaging import ImageEncodingError, to_rgb8
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState, OnboardTiming
-from fsplit_ros.nodes.messages import RESULT_TOPICS, result_msg, wall_time_msg
+from fsplit_ros.nodes.messages import result_msg, result_type, wall_time_msg
 from fsplit_ros.nodes.params import Param, check_choices, declare_parameters
 from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.codecs import TENSOR_CODECS, IMAGE_FORMATS
@@ -89,8 +89,7 @@ class EncoderNode(Node):
         reliable_newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                      history=HistoryPolicy.KEEP_LAST)
         self.feature_pub = self.create_publisher(CompressedFeature, "compressed_feature", reliable_newest)
-        topic, result_type = RESULT_TOPICS[deployment.task]
-        self.result_pub = self.create_publisher(result_type, topic, 10)
+        self.result_pub = self.create_publisher(result_type(deployment.task), deployment.task.result_topic, 10)
         self.timing_pub = self.create_publisher(OnboardTiming, "onboard_timing", 10)
         image_qos = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
                                history=HistoryPolicy.KEEP_LAST, durability=qos_profile_sensor_data.durability)

@@ -19,12 +19,12 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
-from vision_msgs.msg import Classification, Detection2DArray
 
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
-from fsplit_ros.nodes.messages import time_to_float
+from fsplit_ros.nodes.messages import result_type, time_to_float
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.nodes.runner import NodeSetupError, run_node
+from fsplit_ros.tasks import TASKS
 
 PARAMETERS = [
     Param("bag_path", "", "rosbag2 output folder (must not exist); empty = no bag.", read_only=True),
@@ -33,11 +33,11 @@ PARAMETERS = [
     Param("record_images", True, "Also record the camera images (needed for offline agreement).",
           read_only=True),
 ]
+RESULT_TASKS = {task.result_topic: task for task in TASKS.values()}
 TOPICS = {
     "image": (Image, "sensor_msgs/msg/Image"),
     "compressed_feature": (CompressedFeature, "fsplit_ros/msg/CompressedFeature"),
-    "classification": (Classification, "vision_msgs/msg/Classification"),
-    "detections": (Detection2DArray, "vision_msgs/msg/Detection2DArray"),
+    **{task.result_topic: (result_type(task), task.result_type) for task in TASKS.values()},
     "frame_feedback": (FrameFeedback, "fsplit_ros/msg/FrameFeedback"),
     "link_state": (LinkState, "fsplit_ros/msg/LinkState"),
 }
@@ -51,14 +51,8 @@ def event_fields(topic: str, msg) -> dict:
     if topic == "compressed_feature":
         return {"stamp": stamp, "seq": msg.seq, "mode": msg.mode, "split": msg.split_index,
                 "bytes": len(msg.data), "encode_s": msg.encode_time}
-    if topic == "classification":
-        top = msg.results[0] if msg.results else None
-        return {"stamp": stamp, "class": top.class_id if top else "", "score": top.score if top else 0.0}
-    if topic == "detections":
-        best = max(msg.detections, key=lambda d: d.results[0].hypothesis.score, default=None)
-        return {"stamp": stamp, "count": len(msg.detections),
-                "class": best.results[0].hypothesis.class_id if best else "",
-                "score": best.results[0].hypothesis.score if best else 0.0}
+    if topic in RESULT_TASKS:
+        return {"stamp": stamp, **RESULT_TASKS[topic].event_fields(msg)}
     if topic == "frame_feedback":
         return {"stamp": stamp, "seq": msg.seq, "bytes": msg.bytes, "ok": msg.ok, "error": msg.error,
                 "edge_s": msg.edge_time, "batch": msg.batch_size}

@@ -1,8 +1,7 @@
 """A deployed model: backbone (real weights), its split points, the optional FrankenSplit
 bottleneck, and the per-mode hashes both ends compare before decoding anything.
 
-Two tasks share all of the machinery: `classification` (timm backbones: center crop, top-k
-classes) and `detection` (the COCO detector: letterbox, boxes in original image pixels). The task
+Every task (fsplit_ros/tasks.py: classification, detection) shares all of the machinery; the task
 decides only how camera pixels become the model input and how the output becomes a result."""
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ import torch
 
 from fsplit_ros.bottleneck import FrankenSplitBottleneck, load_bottleneck
 from fsplit_ros.models import LoadedBackbone, load_backbone
-from fsplit_ros.models.preprocess import normalize, resize_center_crop
 from fsplit_ros.splitting import SplitPoint, SplittableModel
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -35,36 +33,21 @@ class Deployment:
     bottleneck_metadata: dict | None = None
 
     @property
-    def detector(self):
-        """fsplit_ros.detection.NanoDet for the detection task, else None."""
-        return self.backbone.detector
-
-    @property
-    def task(self) -> str:
-        return "detection" if self.detector is not None else "classification"
+    def task(self):
+        """The fsplit_ros.tasks.Task of the backbone: its preprocessing, results and result message."""
+        return self.backbone.task
 
     def model_pixels(self, rgb: np.ndarray) -> np.ndarray:
-        """Camera frame -> the uint8 image the model sees (center crop, or letterboxed canvas)."""
-        if self.detector is not None:
-            return self.detector.letterbox(rgb)[0]
-        cfg = self.backbone.data_config
-        return resize_center_crop(rgb, self.input_size, cfg.get("crop_pct", 0.875))
+        """Camera frame -> the uint8 image the model sees (the task's center crop or letterbox)."""
+        return self.task.model_pixels(self.backbone, rgb)
 
     def pixels_to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
-        if self.detector is not None:
-            return self.detector.normalize(pixels, "rgb")
-        cfg = self.backbone.data_config
-        return normalize(pixels, cfg["mean"], cfg["std"])
+        return self.task.pixels_to_tensor(self.backbone, pixels)
 
     def results(self, output: torch.Tensor, image_width: int, image_height: int, **postprocess_options):
-        """One frame's model output -> logits (classification) or detections in original pixels
-        (`postprocess_options`, e.g. score_threshold, go to the detector's postprocess)."""
-        if self.detector is None:
-            return output
-        from fsplit_ros.detection.detector import LetterboxMeta, letterbox_geometry
-        scale, _, _, left, top = letterbox_geometry(image_width, image_height, self.input_size)
-        meta = LetterboxMeta(image_width, image_height, scale, left, top, self.input_size)
-        return self.detector.postprocess(output, meta, **postprocess_options)
+        """One frame's model output -> the task's result: logits (classification) or detections
+        in original pixels (`postprocess_options`, e.g. score_threshold, go to the detector)."""
+        return self.task.results(self.backbone, output, image_width, image_height, **postprocess_options)
 
     @classmethod
     def load(cls, backbone: str, weights: str | Path | None = None,

@@ -9,6 +9,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from fsplit_ros.cli.eval_bag import main as eval_bag_main
 from fsplit_ros.evaluation.bag_report import BagReportError, evaluate_bag, image_owner, topic_namespace
+from fsplit_ros.evaluation.intervals import wilson_interval
 from fsplit_ros.evaluation.bag_types import fsplit_typestore
 
 MS = 1_000_000
@@ -130,7 +131,7 @@ def fake_local_model(msg):
 @pytest.fixture(scope="module", params=["mcap", "sqlite3"])
 def report(request, tmp_path_factory):
     bag = write_scenario(tmp_path_factory.mktemp(request.param) / "bag", request.param)
-    return evaluate_bag(bag, bin_s=0.5, classify=fake_local_model)
+    return evaluate_bag(bag, bin_s=0.5, reference=fake_local_model)
 
 
 def test_topics_found_by_type_and_grouped_by_namespace(report):
@@ -188,7 +189,7 @@ def test_latency_by_the_mode_each_frame_was_sent_in(report):
     assert lat["split"]["p90"] == pytest.approx(116.0) and lat["local"]["p95"] == pytest.approx(50.0)
     assert r["latency_ms"]["all"]["count"] == 8 and r["latency_ms"]["all"]["p50"] == 50.0
     # top-1 = highest score, not the first hypothesis
-    assert per[fr(0)]["class_id"] == "10"
+    assert per[fr(0)]["result"] == "10"
 
 
 def test_frames_results_and_where_drops_happened(report):
@@ -222,10 +223,11 @@ def test_mode_timeline_with_measured_rate(report):
 
 def test_agreement_with_the_local_model_by_mode(report):
     a = report["robots"]["/robot1"]["agreement"]
-    assert (a["evaluated"], a["agree"], a["rate"]) == (7, 6, 6 / 7)
-    assert a["by_mode"] == {"local": {"evaluated": 4, "agree": 4, "rate": 1.0},
-                            "split": {"evaluated": 2, "agree": 1, "rate": 0.5},
-                            "image": {"evaluated": 1, "agree": 1, "rate": 1.0}}
+    assert (a["evaluated"], a["agree"], a["rate"], a["metric"]) == (7, 6, 6 / 7, "top-1 agreement")
+    assert (a["low"], a["high"]) == pytest.approx(wilson_interval(6, 7)) and a["low"] < 6 / 7 < a["high"]
+    assert {m: (x["evaluated"], x["agree"], x["rate"]) for m, x in a["by_mode"].items()} == {
+        "local": (4, 4, 1.0), "split": (2, 1, 0.5), "image": (1, 1, 1.0)}
+    assert a["by_mode"]["split"]["low"] == pytest.approx(wilson_interval(1, 2)[0])
     assert a["results_without_frame"] == 1 and a["unconvertible_frames"] == 0
     assert report["robots"]["/robot2"]["agreement"] == {"skipped": "camera frames not recorded"}
 
@@ -293,7 +295,7 @@ def test_clock_mismatch_is_flagged(tmp_path):
             writer.write(cam, fr(i) + offset, STORE.serialize_cdr(image(fr(i), 1), "sensor_msgs/msg/Image"))
             writer.write(res, fr(i) + offset + 40 * MS,
                          STORE.serialize_cdr(result(fr(i), "1"), "vision_msgs/msg/Classification"))
-    r = evaluate_bag(tmp_path / "bag", classify=fake_local_model)["robots"]["/"]
+    r = evaluate_bag(tmp_path / "bag", reference=fake_local_model)["robots"]["/"]
     assert r["topics"]["image"] == "/camera/image_raw"          # root namespace owns /camera/...
     assert not r["clock"]["consistent"] and r["clock"]["camera_to_recorder_ms"]["p50"] == 5000.0
     assert any("differ" in w for w in r["warnings"])
@@ -368,7 +370,7 @@ def test_unconvertible_frames_are_counted_not_fatal(tmp_path):
         if int(msg.data[0]) == 13:      # frame 3
             raise ImageEncodingError("unsupported image encoding 'weird'")
         return fake_local_model(msg)
-    a = evaluate_bag(write_scenario(tmp_path / "bag", "mcap"), classify=picky)["robots"]["/robot1"]["agreement"]
+    a = evaluate_bag(write_scenario(tmp_path / "bag", "mcap"), reference=picky)["robots"]["/robot1"]["agreement"]
     assert (a["evaluated"], a["agree"], a["unconvertible_frames"]) == (6, 5, 1)   # frame 4 still disagrees
 
 
@@ -380,7 +382,7 @@ def test_without_the_msg_files_the_bags_own_definitions_are_used(tmp_path, monke
     monkeypatch.setattr(bag_types, "_msg_dirs", lambda package: [])
     with pytest.raises(FileNotFoundError):
         bag_types.fsplit_typestore()
-    r = evaluate_bag(bag, bin_s=0.5, classify=fake_local_model)["robots"]["/robot1"]
+    r = evaluate_bag(bag, bin_s=0.5, reference=fake_local_model)["robots"]["/robot1"]
     assert r["payloads"]["by_mode"]["split"]["bytes_mean"] == 1150.0
     assert r["latency_ms"]["by_mode"]["split"]["max"] == 120.0
     assert (r["agreement"]["evaluated"], r["agreement"]["agree"]) == (7, 6)
@@ -392,3 +394,63 @@ def test_rejections_in_bags_recorded_before_the_typed_kind_are_read_from_the_wor
     assert rejection_kind(0, "model_mismatch: payload for other weights") == "model_mismatch"   # old bag
     assert rejection_kind(10, "corrupt: words") == "refused"
     assert rejection_kind(99, "refused: words") == "other"
+
+
+def detections_msg(stamp, boxes):
+    """A Detection2DArray with (x1, y1, x2, y2, score, class name) boxes."""
+    pose = T["geometry_msgs/msg/PoseWithCovariance"](pose=T["geometry_msgs/msg/Pose"](
+        position=T["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
+        orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)), covariance=np.zeros(36))
+    out = []
+    for x1, y1, x2, y2, score, name in boxes:
+        center = T["vision_msgs/msg/Pose2D"](position=T["vision_msgs/msg/Point2D"](x=(x1 + x2) / 2, y=(y1 + y2) / 2),
+                                             theta=0.0)
+        hyp = T["vision_msgs/msg/ObjectHypothesisWithPose"](
+            hypothesis=T["vision_msgs/msg/ObjectHypothesis"](class_id=name, score=score), pose=pose)
+        out.append(T["vision_msgs/msg/Detection2D"](
+            header=_header(stamp), results=[hyp], id="",
+            bbox=T["vision_msgs/msg/BoundingBox2D"](center=center, size_x=x2 - x1, size_y=y2 - y1)))
+    return T["vision_msgs/msg/Detection2DArray"](header=_header(stamp), detections=out)
+
+
+def test_a_detector_run_gets_the_same_report_scored_by_fidelity_map(tmp_path):
+    """Detections (NanoDet's Detection2DArray, on a remapped topic) get latency, delivery and an
+    agreement in the detection task's metric: fidelity mAP@0.5 against the local detector."""
+    from fsplit_ros.detection.detector import Detection
+    from fsplit_ros.tasks import TASKS
+    person, car = (10.0, 10.0, 50.0, 90.0, 0.9, "person"), (60.0, 20.0, 120.0, 60.0, 0.8, "car")
+    received = {0: [person, car], 1: [person, car], 2: [person], 3: [person, car]}   # frame 2 misses the car
+    with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        cam = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=STORE)
+        pay = writer.add_connection("/compressed_feature", "fsplit_ros/msg/CompressedFeature", typestore=STORE)
+        res = writer.add_connection("/nanodet_out", "vision_msgs/msg/Detection2DArray", typestore=STORE)
+        for i, boxes in received.items():
+            writer.write(cam, fr(i) + 2 * MS, STORE.serialize_cdr(image(fr(i), i), "sensor_msgs/msg/Image"))
+            if i >= 2:
+                writer.write(pay, fr(i) + 10 * MS, STORE.serialize_cdr(
+                    feature(fr(i), i, "split", 5, 900, model="nanodet"), "fsplit_ros/msg/CompressedFeature"))
+            writer.write(res, fr(i) + (60 + 10 * i) * MS,
+                         STORE.serialize_cdr(detections_msg(fr(i), boxes), "vision_msgs/msg/Detection2DArray"))
+
+    def local_detector(msg):   # the unmodified detector sees both objects in every frame
+        return tuple(Detection(b[:4], b[4], {"person": 0, "car": 2}[b[5]], b[5]) for b in (person, car))
+    local_detector.task = TASKS["detection"]
+
+    r = evaluate_bag(tmp_path / "bag", reference=local_detector)["robots"]["/"]
+    assert r["task"] == "detection" and r["topics"]["detections"] == "/nanodet_out"
+    assert r["latency_ms"]["by_mode"]["local"]["count"] == 2 and r["latency_ms"]["by_mode"]["split"]["max"] == 90.0
+    assert r["delivery"]["delivery_ratio"] == 1.0
+    assert r["series"]["results"][2]["result"] == [[10.0, 10.0, 50.0, 90.0, 0.9, "person"]]
+    a = r["agreement"]
+    assert a["metric"] == "fidelity mAP@0.5" and a["evaluated"] == 4 and a["reference_detections"] == 8
+    assert a["by_mode"]["local"]["rate"] == pytest.approx(1.0)
+    # split: frame 2's car is missed (car AP: 1 of 2 found at precision 1 -> 0.5; person 1.0)
+    assert a["by_mode"]["split"]["rate"] == pytest.approx(0.75, abs=0.01)
+    assert a["rate"] == pytest.approx((1.0 + (3 / 4 * 1.0 + 0)) / 2, abs=0.02) and a["low"] <= a["rate"] <= a["high"]
+
+    # A classifier as the reference for detections: the agreement says so instead of comparing
+    def classifier(msg):
+        return "1"
+    classifier.task = TASKS["classification"]
+    a = evaluate_bag(tmp_path / "bag", reference=classifier)["robots"]["/"]["agreement"]
+    assert "skipped" in a and "pass the robot's --backbone" in a["skipped"]

@@ -18,6 +18,7 @@ import torch
 from fsplit_ros.detection import assets
 from fsplit_ros.hashing import file_sha256
 from fsplit_ros.detection.tfjs import GraphInterpreter, TfjsFormatError, load_graph_model
+from fsplit_ros.splitting import SplittableModel
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "detector" / "nanodet_reference.json"
 REFERENCE = json.loads(FIXTURE.read_text())
@@ -262,17 +263,17 @@ EXPECTED_SPLITS = [
 
 
 def test_split_points_and_compressive_bottlenecks(nanodet):
-    points = nanodet.split_points()
+    points = SplittableModel(nanodet.model).split_points(nanodet.input_size, 1.0)   # 8-bit
     got = [(p.name, p.shape, p.compression, p.compressive) for p in points]
     assert [g[:2] for g in got] == [e[:2] for e in EXPECTED_SPLITS]
     for (_, _, c, comp), (_, _, want_c, want_comp) in zip(got, EXPECTED_SPLITS):
         assert c == pytest.approx(want_c) and comp == want_comp
-    assert nanodet.splittable().unit_names()[-1] == "detect"
+    assert SplittableModel(nanodet.model).unit_names()[-1] == "detect"
 
 
 def test_head_tail_composition_equals_full_model(nanodet, photos):
     x, _ = nanodet.preprocess(photos(IMAGES[0])[0], channel_order="bgr")
-    split = nanodet.splittable()
+    split = SplittableModel(nanodet.model)
     full = nanodet.forward(x)
     with torch.no_grad():
         for index in range(split.num_units + 1):

@@ -76,7 +76,7 @@ def shipped_detector():
 
 def test_shipped_detector_checkpoint_is_the_default_and_fits_the_detector(shipped_detector):
     path, dep = shipped_detector
-    assert dep.task == "detection" and dep.bottleneck is not None
+    assert dep.task.name == "detection" and dep.bottleneck is not None
     assert dep.bottleneck.config.backbone == "nanodet" and path.stat().st_size < 5 * 2 ** 20
     meta = dep.bottleneck_metadata
     assert meta["backbone_weights_hash"] == dep.backbone.weights_hash

@@ -15,7 +15,7 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Classification
 
 from fsplit_ros.datasets.offline import labelled_imagenet_photos
-from fsplit_ros.evaluation.bag_report import LocalModelClassifier, evaluate_bag, format_table
+from fsplit_ros.evaluation.bag_report import LocalModelReference, evaluate_bag, format_table
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
 from fsplit_ros.process_graph import ProcessGraph
 from ros_harness import NodeProcess, RosProbe
@@ -187,7 +187,7 @@ def test_report_of_a_recorded_run_matches_what_was_observed(tmp_path, graph):
             assert split_class == received, "the split path here disagrees with the edge's result"
 
     report = evaluate_bag(tmp_path / "bag", tmp_path / "report", backbone=BACKBONE,
-                          classify=LocalModelClassifier(BACKBONE, encoder=encoder))   # the model loaded above
+                          reference=LocalModelReference(BACKBONE, encoder=encoder))   # the model loaded above
     print(format_table(report))
     assert report["storage"] == "mcap" and list(report["robots"]) == [NS]
     r = report["robots"][NS]
@@ -226,7 +226,7 @@ def test_report_of_a_recorded_run_matches_what_was_observed(tmp_path, graph):
     assert set(per) == set(results)
     for stamp, x in per.items():
         assert x["mode"] == ("split" if stamp in sent else "local")
-        assert x["class_id"] == results[stamp].results[0].class_id
+        assert x["result"] == results[stamp].results[0].class_id
         # The recorder and the probe got the same result message on the same clock.
         observed_ms = (received_at[stamp] - stamp) / 1e6
         assert 0 < x["latency_ms"] and abs(x["latency_ms"] - observed_ms) < 500, (x, observed_ms)
