@@ -60,17 +60,17 @@ def main() -> int:
         profile = profile_deployment(dep, frames, repeats=args.repeats, threads=args.threads, batch_sizes=(1, 8))
         enc_params = dep.bottleneck.encoder_parameter_count()
         results["backbones"][name] = {"bottleneck": bn_note, "encoder_parameters": enc_params,
-                                      "split_points": [p.to_dict() for p in dep.split_points], "profile": profile}
+                                      "split_points": [p.to_dict() for p in dep.split_points], "profile": profile.to_dict()}
         lines += [f"## {name}\n", f"Bottleneck: {bn_note}; encoder g_a parameters: {enc_params:,}; "
-                  f"preprocessing {profile['preprocess_ms']:.2f} ms (all modes).\n",
+                  f"preprocessing {profile.preprocess_ms:.2f} ms (all modes).\n",
                   "| split | after | shape | c_l (uint8) | compressive |", "|---|---|---|---|---|"]
         lines += [f"| {p.index} | {p.name} | {'x'.join(map(str, p.shape[1:]))} | {p.compression:.4f} | "
                   f"{'yes' if p.compressive else ''} |" for p in dep.split_points]
         lines += ["", "| candidate | bytes/frame (mean) | p95 | onboard ms | offboard ms (B=1) | offboard ms/frame (B=8) |",
                   "|---|---|---|---|---|---|"]
-        for cand, c in profile["candidates"].items():
-            lines.append(f"| {cand} | {c['bytes']:.0f} | {c['bytes_p95']:.0f} | {c['onboard_ms']:.2f} | "
-                         f"{c['offboard_ms']['1']:.2f} | {c['offboard_ms']['8']:.2f} |")
+        for cand, c in profile.candidates.items():
+            lines.append(f"| {cand} | {c.bytes:.0f} | {c.bytes_p95:.0f} | {c.onboard_ms:.2f} | "
+                         f"{c.offboard_ms[1]:.2f} | {c.offboard_ms[8]:.2f} |")
         lines.append("")
     Path(f"{out}.json").write_text(json.dumps(results, indent=2))
     Path(f"{out}.md").write_text("\n".join(lines) + "\n")

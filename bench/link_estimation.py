@@ -43,7 +43,7 @@ def profile_file(work: Path, backbone: str) -> tuple[Path, dict]:
     from fsplit_ros.runtime import Deployment
     profile = cached_profile(Deployment.load(backbone), sample_frames())
     path = work / "profile.json"
-    path.write_text(json.dumps(profile))
+    profile.save(path)
     return path, profile
 
 

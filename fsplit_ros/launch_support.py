@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 
+# The parameters that name the deployed model. The robot's encoder and link monitor and the edge's
+# decoder must agree on them (payloads carry the model's hash and a mismatch is refused), so every
+# launch file and process_graph.start_standard_graph pass each of them to all three.
+MODEL_PARAMETERS = ("backbone", "weights", "bottleneck_checkpoint")
+
 # Fast DDS 2 (up to Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE; Fast DDS 3 (Kilted on) reads
 # FASTDDS_DEFAULT_PROFILES_FILE, and when both are set its ROS layer parses the file a second time:
 # every node then logs "XMLPARSER Error ... other transport with the same id".

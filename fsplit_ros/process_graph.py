@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fsplit_ros.launch_support import MODEL_PARAMETERS
 from fsplit_ros.linkemu import EmulatedLink
 from fsplit_ros.modes import MODE_NAMES
 from fsplit_ros.tasks import TASKS
@@ -105,6 +106,7 @@ class GraphConfig:
     profile_file: str = ""                 # '' = profile at start-up (cached)
     image_resolution: str = "model"
     image_quality: int = 95
+    weights: str = ""                      # local backbone checkpoint ('' = offline default)
     bottleneck_checkpoint: str = "default"  # FrankenSplit checkpoint of all three model nodes
     update_period_s: float = 0.1
     record_images: bool = False
@@ -113,11 +115,13 @@ class GraphConfig:
 
 
 def start_standard_graph(graph: ProcessGraph, cfg: GraphConfig, events_path: Path, bag_path: Path | None = None):
-    common = {"backbone": cfg.backbone, "num_threads": 1, "bottleneck_checkpoint": cfg.bottleneck_checkpoint}
+    """The nodes of robot.launch.py, edge.launch.py and demo.launch.py (a test holds them to the same
+    executables, remappings and model parameters), plus the recorder."""
+    model = {name: getattr(cfg, name) for name in MODEL_PARAMETERS}
+    common = {**model, "num_threads": 1}
     graph.start("decoder", "decoder_node", "edge", params=common)
     graph.start("link_monitor", "link_monitor_node", "robot",
-                params={"backbone": cfg.backbone, "bottleneck_checkpoint": cfg.bottleneck_checkpoint,
-                        "emulated_slowdown": cfg.slowdown, "camera_rate": cfg.camera_rate,
+                params={**model, "emulated_slowdown": cfg.slowdown, "camera_rate": cfg.camera_rate,
                         "update_period_s": cfg.update_period_s, "pinned_mode": cfg.pinned_mode,
                         "allowed_modes": list(cfg.allowed_modes), "profile_file": cfg.profile_file,
                         **cfg.extra_link_monitor})

@@ -14,11 +14,14 @@ def generate_launch_description():
     args = {
         "decoder_params": (PathJoinSubstitution([config, "decoder.yaml"]), "decoder parameter file"),
         "backbone": ("efficientnet_lite0", "model name; must match the robots"),
+        "weights": ("", "local backbone checkpoint ('' = offline default); must match the robots"),
+        "bottleneck_checkpoint": ("default", "FrankenSplit checkpoint ('default' = shipped); must match the robots"),
         "robot_namespaces": ("['']", "namespaces of the robots this edge serves"),
     }
     declared = [DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in args.items()]
     arg = {k: LaunchConfiguration(k) for k in args}
     decoder = Node(package="fsplit_ros", executable="decoder_node", name="fsplit_decoder", output="screen",
-                   parameters=[arg["decoder_params"], {"backbone": arg["backbone"],
+                   parameters=[arg["decoder_params"], {"backbone": arg["backbone"], "weights": arg["weights"],
+                                                       "bottleneck_checkpoint": arg["bottleneck_checkpoint"],
                                                        "robot_namespaces": arg["robot_namespaces"]}])
     return LaunchDescription(declared + [decoder])

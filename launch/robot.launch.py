@@ -20,16 +20,20 @@ def generate_launch_description():
         "link_monitor_params": (PathJoinSubstitution([config, "link_monitor.yaml"]),
                                 "link monitor parameter file"),
         "backbone": ("efficientnet_lite0", "model name; must match the edge"),
+        "weights": ("", "local backbone checkpoint ('' = offline default); must match the edge"),
+        "bottleneck_checkpoint": ("default", "FrankenSplit checkpoint ('default' = shipped); must match the edge"),
         "allowed_modes": ("[local, split, bottleneck, image]", "modes the link monitor may pick"),
     }
     declared = [DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in args.items()]
     arg = {k: LaunchConfiguration(k) for k in args}
     encoder = Node(package="fsplit_ros", executable="encoder_node", name="fsplit_encoder",
                    namespace=arg["namespace"], output="screen",
-                   parameters=[arg["encoder_params"], {"backbone": arg["backbone"]}],
+                   parameters=[arg["encoder_params"], {"backbone": arg["backbone"], "weights": arg["weights"],
+                                                       "bottleneck_checkpoint": arg["bottleneck_checkpoint"]}],
                    remappings=[("image", arg["camera_topic"])])
     link_monitor = Node(package="fsplit_ros", executable="link_monitor_node", name="fsplit_link_monitor",
                         namespace=arg["namespace"], output="screen",
-                        parameters=[arg["link_monitor_params"], {"allowed_modes": arg["allowed_modes"],
-                                                             "backbone": arg["backbone"]}])
+                        parameters=[arg["link_monitor_params"], {
+                            "allowed_modes": arg["allowed_modes"], "backbone": arg["backbone"],
+                            "weights": arg["weights"], "bottleneck_checkpoint": arg["bottleneck_checkpoint"]}])
     return LaunchDescription(declared + large_frame_dds_profile(config) + [encoder, link_monitor])

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fsplit_ros.profiling import load_profile, merge_profiles, profile_deployment, save_profile
+from fsplit_ros.policy.link_profile import LinkProfile
+from fsplit_ros.profiling import merge_profiles, profile_deployment
 from fsplit_ros.profiling.profiler import MAX_OTHER_CPU_LOAD, sample_frames
 from fsplit_ros.runtime import Deployment
 
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     if args.merge:
-        save_profile(merge_profiles(load_profile_any(args.merge[0]), load_profile_any(args.merge[1])), args.out)
+        merge_profiles(LinkProfile.read(args.merge[0]), LinkProfile.read(args.merge[1])).save(args.out)
         return 0
     dep = Deployment.load(args.backbone, args.weights, args.bottleneck or None)
     profile = profile_deployment(dep, sample_frames(), side=args.side, repeats=args.repeats,
@@ -43,24 +44,20 @@ def main(argv=None) -> int:
                                  encoder_kwargs={"tensor_codec": args.tensor_codec, "image_codec": args.image_codec,
                                                  "image_quality": args.image_quality,
                                                  "image_resolution": args.image_resolution})
-    profile["command"] = " ".join(["fsplit-profile", *sys.argv[1:]]) if argv is None else " ".join(argv)
-    save_profile(profile, args.out)
-    load = profile["timing"]["other_cpu_load"]
+    profile.command = " ".join(["fsplit-profile", *sys.argv[1:]]) if argv is None else " ".join(argv)
+    profile.save(args.out)
+    load = profile.timing.other_cpu_load
     if load is not None and load > MAX_OTHER_CPU_LOAD:
         print(f"warning: other processes used {load:.0%} of the CPUs while timing: the costs are likely "
               f"inflated; profile again on an idle machine", file=sys.stderr)
-    for name, c in profile["candidates"].items():
-        fidelity = ("100 % (the model)" if c["mode"] == "local" else "unknown" if c.get("fidelity") is None
-                    else f"{100 * c['fidelity']:.1f} %")
-        print(f"{name:12s} bytes {c['bytes']:9.0f}  onboard {c.get('onboard_ms', float('nan')):7.2f} ms  "
-              f"offboard(B=1) {c.get('offboard_ms', {}).get('1', float('nan')):7.2f} ms  fidelity {fidelity}")
+    nan = float("nan")
+    for name, c in profile.candidates.items():
+        fidelity = ("100 % (the model)" if not c.offloads else "unknown" if c.fidelity is None
+                    else f"{100 * c.fidelity:.1f} %")
+        onboard = nan if c.onboard_ms is None else c.onboard_ms
+        print(f"{name:12s} bytes {c.bytes:9.0f}  onboard {onboard:7.2f} ms  "
+              f"offboard(B=1) {c.offboard_ms.get(1, nan):7.2f} ms  fidelity {fidelity}")
     return 0
-
-
-def load_profile_any(path):
-    """Half profiles (one side) are valid merge inputs."""
-    import json
-    return json.loads(open(path).read())
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The interface every payload codec implements (after CompressAI's latent codecs): `encode`
-returns the body bytes plus what the header must carry; `decode` inverts it given that header."""
+returns the body bytes plus what the header must carry; `decode` inverts it given that header.
+The registry of codec names and wire ids is fsplit_ros/modes.py; these are their implementations."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from fsplit_ros.payload.format import PayloadHeader
 
@@ -16,9 +17,10 @@ class Encoded:
     quality: int = 0
 
 
-class Codec(Protocol):
-    name: str    # codec id as in payload.format.CODECS
-    mode: str    # "split", "bottleneck" or "image"
+@runtime_checkable
+class PayloadCodec(Protocol):
+    name: str    # a codec name registered under `mode` in fsplit_ros/modes.py
+    mode: str    # the mode whose payloads it encodes
 
     def encode(self, x: Any) -> Encoded: ...
 

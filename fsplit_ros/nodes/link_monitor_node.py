@@ -28,7 +28,7 @@ from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.modes import MODE_NAMES, OFFLOAD_MODES, candidate_mode, candidate_name
 from fsplit_ros.nodes.runner import run_node
 from fsplit_ros.payload.errors import ERROR_KIND_NAMES
-from fsplit_ros.policy import (DEFAULT_MIN_FIDELITY, CostModel, LinkEstimator, MeasuredTimeCorrection, ModeSelector,
+from fsplit_ros.policy import (DEFAULT_MIN_FIDELITY, CostModel, LinkProfile, LinkEstimator, MeasuredTimeCorrection, ModeSelector,
                                LinkProber)
 
 PARAMETERS = [
@@ -108,7 +108,7 @@ class LinkMonitorNode(Node):
         self.create_timer(1.0, self.publish_diagnostics)
         self.get_logger().info(f"link monitor ready: candidates {sorted(self.cost.candidates)}")
 
-    def _load_profile(self) -> dict:
+    def _load_profile(self) -> LinkProfile:
         from fsplit_ros.profiling import cached_profile, load_profile
         from fsplit_ros.profiling.profiler import sample_frames
         if self.p["profile_file"]:
@@ -119,8 +119,8 @@ class LinkMonitorNode(Node):
         dep = Deployment.load(self.p["backbone"], self.p["weights"] or None,
                               self.p["bottleneck_checkpoint"] or None)
         profile = cached_profile(dep, sample_frames(), idle_wait_s=PROFILE_IDLE_WAIT_S)
-        load = profile["timing"].get("other_cpu_load")
-        if profile["timing"].get("cached") is False:
+        load = profile.timing.other_cpu_load
+        if profile.timing.cached is False:
             self.get_logger().warning(
                 f"other processes used {'an unknown share' if load is None else f'{load:.0%}'} of the CPUs "
                 f"while the profile was timed (nodes still loading?): its costs may be inflated, so it is "
@@ -128,22 +128,22 @@ class LinkMonitorNode(Node):
                 f"fsplit-profile on an idle machine and pass it as profile_file")
         return profile
 
-    def _report_fidelity(self, profile: dict) -> None:
+    def _report_fidelity(self, profile: LinkProfile) -> None:
         """Say at start-up which candidates the floor keeps out and whose accuracy loss is unknown
         (attach_fidelity is idempotent: the loaded profile already carries the record's numbers,
         this call returns the candidates it has none for)."""
         from fsplit_ros.profiling.fidelity import attach_fidelity, load_record
-        unknown = attach_fidelity(profile, load_record(profile["backbone"]))
+        unknown = attach_fidelity(profile, load_record(profile.backbone))
         floor = self.p["min_fidelity"]
-        below = {name: c["fidelity"] for name, c in profile["candidates"].items()
-                 if c.get("fidelity") is not None and c["fidelity"] < floor}
+        below = {name: c.fidelity for name, c in profile.candidates.items()
+                 if c.fidelity is not None and c.fidelity < floor}
         if below:
             self.get_logger().info(
                 f"min_fidelity {floor:g} keeps out " + ", ".join(f"{n} ({f:.1%})" for n, f in sorted(below.items()))
                 + ": lower min_fidelity to allow them, or send lossless pixels (encoder image_codec png)")
         if unknown and floor > 0:
             self.get_logger().warning(
-                f"no fidelity record for {', '.join(sorted(unknown))} of '{profile['backbone']}' with these "
+                f"no fidelity record for {', '.join(sorted(unknown))} of '{profile.backbone}' with these "
                 f"weights and codecs: their accuracy loss is unknown and min_fidelity cannot keep them out; "
                 f"measure it with fsplit-eval --record")
 

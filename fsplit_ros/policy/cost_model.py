@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fsplit_ros.policy.link_profile import LinkProfile, as_link_profile
+
 
 # Utilisation (T_onboard x camera rate) over which the wait rises from 0 to half a period: frame
 # times jitter, so a candidate at 95 % of the camera period already waits now and then.
@@ -57,22 +59,23 @@ class Prediction:
 
 
 class CostModel:
-    def __init__(self, profile: dict, camera_rate: float, onboard_scale: float = 1.0):
-        """onboard_scale multiplies profiled onboard times (to model a slower robot CPU)."""
-        self.profile = profile
+    def __init__(self, profile: LinkProfile | dict, camera_rate: float, onboard_scale: float = 1.0):
+        """profile: a complete LinkProfile (or its JSON dict); onboard_scale multiplies profiled
+        onboard times (to model a slower robot CPU)."""
+        self.profile = as_link_profile(profile).complete()
         self.onboard_scale = onboard_scale
         self.camera_rate = camera_rate
-        self.candidates = dict(profile["candidates"])
+        self.candidates = dict(self.profile.candidates)
 
     def profiled_onboard_s(self, name: str) -> float | None:
         """The profile's onboard time of a candidate on this robot (emulated slowdown included)."""
         c = self.candidates.get(name)
-        return None if c is None else c["onboard_ms"] / 1e3 * self.onboard_scale
+        return None if c is None else c.onboard_ms / 1e3 * self.onboard_scale
 
     def profiled_offboard_s(self, name: str, batch: int = 1) -> float | None:
         """The profile's per-frame edge time of a candidate when `batch` frames run together."""
         c = self.candidates.get(name)
-        return None if c is None or c["mode"] == "local" else self._offboard_s(c, batch)
+        return None if c is None or not c.offloads else c.offboard_s(batch)
 
     def predict(self, rate_bps: float, rtt_s: float, batch: int = 1,
                 onboard_factors: Mapping[str, float] | None = None,
@@ -82,24 +85,18 @@ class CostModel:
         predicted as profiled."""
         factors, edge_factors = onboard_factors or {}, offboard_factors or {}
         onboard_s = {name: self.profiled_onboard_s(name) * factors.get(name, 1.0) for name in self.candidates}
-        local_s = min((onboard_s[n] for n, c in self.candidates.items() if c["mode"] == "local"), default=0.0)
+        local_s = min((onboard_s[n] for n, c in self.candidates.items() if not c.offloads), default=0.0)
         out = {}
         for name, c in self.candidates.items():
             onboard = onboard_s[name]
-            compute_ok = onboard * self.camera_rate <= 1.0 or (c["mode"] != "local" and onboard <= local_s)
+            compute_ok = onboard * self.camera_rate <= 1.0 or (c.offloads and onboard <= local_s)
             wait = camera_wait_s(onboard, self.camera_rate)
-            if c["mode"] == "local":
+            if not c.offloads:
                 out[name] = Prediction((wait, onboard, 0.0, 0.0), compute_ok, 0.0)
                 continue
             offboard = self.profiled_offboard_s(name, batch) * edge_factors.get(name, 1.0)
-            transfer = 8.0 * c["bytes"] / max(rate_bps, 1.0)
-            link_ok = 8.0 * c["bytes"] * self.camera_rate <= rate_bps
+            transfer = 8.0 * c.bytes / max(rate_bps, 1.0)
+            link_ok = 8.0 * c.bytes * self.camera_rate <= rate_bps
             out[name] = Prediction((wait, onboard, transfer + rtt_s / 2, offboard), compute_ok and link_ok,
-                                   c["bytes"], c.get("fidelity"))
+                                   c.bytes, c.fidelity)
         return out
-
-    @staticmethod
-    def _offboard_s(c: dict, batch: int) -> float:
-        table = {int(k): v for k, v in c["offboard_ms"].items()}
-        key = min(table, key=lambda b: (abs(b - batch), b))
-        return table[key] / 1e3

@@ -17,8 +17,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fsplit_ros.modes import MODES, candidate_name
+
+if TYPE_CHECKING:
+    from fsplit_ros.policy.link_profile import LinkProfile
 
 FORMAT = "fsplit-fidelity/1"
 RECORD_DIR = Path(__file__).parent / "fidelity"
@@ -102,23 +106,21 @@ def load_record(backbone: str, record_dir: str | Path = RECORD_DIR) -> dict | No
     return record
 
 
-def attach_fidelity(profile: dict, record: dict | None) -> list[str]:
+def attach_fidelity(profile: "LinkProfile", record: dict | None) -> list[str]:
     """Give every image and split candidate of `profile` its recorded fidelity (in place; a
     bottleneck keeps the one its checkpoint gave it). Returns the candidates whose fidelity is
     unknown: offloading ones without a record, or a record made for other weights."""
-    weights = profile.get("model_hashes", {}).get("split")
-    usable = record is not None and record.get("weights_hash") == weights
-    codecs = {"tensor_codec": profile.get("tensor_codec"), "image_codec": profile.get("image_codec"),
-              "image_resolution": profile.get("image_resolution", "model")}
+    usable = record is not None and record.get("weights_hash") == profile.model_hashes.get("split")
     unknown = []
-    for name, entry in profile["candidates"].items():
-        if entry["mode"] == "local" or "fidelity" in entry:
+    for name, c in profile.candidates.items():
+        if not c.offloads or c.fidelity is not None:
             continue
-        key = config_key(entry["mode"], entry.get("split_index"), **codecs)
+        key = config_key(c.mode, c.split_index, tensor_codec=profile.tensor_codec,
+                         image_codec=profile.image_codec, image_resolution=profile.image_resolution)
         found = record["entries"].get(key) if usable and key else None
         if found is None:
             unknown.append(name)
             continue
-        entry["fidelity"] = float(found["fidelity"])
-        entry["fidelity_source"] = f"{record['metric']} on {record['measured_on']} ({key})"
+        c.fidelity = float(found["fidelity"])
+        c.fidelity_source = f"{record['metric']} on {record['measured_on']} ({key})"
     return unknown

@@ -13,7 +13,6 @@ A profile is measured on the machine that runs each side: `side="robot"` fills o
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -25,10 +24,10 @@ import numpy as np
 import torch
 
 from fsplit_ros.modes import MODES, candidate_name
+from fsplit_ros.policy.link_profile import CandidateProfile, LinkProfile, ProfileTiming
 from fsplit_ros.profiling.fidelity import attach_fidelity, load_record
 from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
 
-FORMAT = "fsplit-profile/1"
 METHOD = "round-robin"   # in cache file names: profiles timed the older way are measured again
 MAX_OTHER_CPU_LOAD = 0.25  # a profile timed while other processes used more of the CPUs is not cached
 
@@ -124,22 +123,23 @@ class RoundRobinTimer:
         return {key: statistics.median(times) for key, times in self.samples.items()}
 
 
-def bottleneck_fidelity(dep: Deployment) -> dict:
+def bottleneck_fidelity(dep: Deployment) -> tuple[float | None, str]:
     """How often the bottleneck's results agree with the unmodified model's, as its training run
-    measured on held-out frames (top-1 agreement; fidelity mAP@0.5 for detectors): the link
-    monitor's `min_fidelity` keeps it out below a floor. Empty when the checkpoint has no record."""
+    measured on held-out frames (top-1 agreement; fidelity mAP@0.5 for detectors), and where that
+    number comes from: the link monitor's `min_fidelity` keeps it out below a floor. (None, "")
+    when the checkpoint has no record."""
     heldout = (dep.bottleneck_metadata or {}).get("heldout", {})
     for metric in ("top1_agreement", "fidelity_map50"):
         if isinstance(heldout.get(metric), (int, float)):
-            return {"fidelity": float(heldout[metric]),
-                    "fidelity_source": f"checkpoint held-out {metric} ({heldout.get('frames', '?')} frames)"}
-    return {}
+            return (float(heldout[metric]),
+                    f"checkpoint held-out {metric} ({heldout.get('frames', '?')} frames)")
+    return None, ""
 
 
 @torch.no_grad()
 def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "both",
                        batch_sizes=(1, 2, 4, 8), repeats: int = 5, threads: int | None = None,
-                       encoder_kwargs: dict | None = None) -> dict:
+                       encoder_kwargs: dict | None = None) -> LinkProfile:
     if side not in ("robot", "edge", "both"):
         raise ValueError("side must be robot, edge or both")
     if threads:
@@ -148,79 +148,71 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
     dec = EdgeDecoder(dep)
     prepared = [enc.prepare(f) for f in frames]
     first = prepared[0]
-    result = {"format": FORMAT, "backbone": dep.name, "model_hashes": dep.model_hashes(),
-              "input_size": dep.input_size, "tensor_codec": enc.tensor_codec.name,
-              "image_codec": f"{enc.image_codec.name}:{enc.image_codec.quality}",
-              "image_resolution": enc.image_resolution,
-              "machine": {side_name: {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
-                                      "threads": torch.get_num_threads(), "torch": torch.__version__}
-                          for side_name in (["robot", "edge"] if side == "both" else [side])},
-              "timing": {"method": METHOD, "repeats": repeats}, "candidates": {}}
+    profile = LinkProfile(
+        candidates={}, backbone=dep.name, model_hashes=dep.model_hashes(), input_size=dep.input_size,
+        tensor_codec=enc.tensor_codec.name, image_codec=f"{enc.image_codec.name}:{enc.image_codec.quality}",
+        image_resolution=enc.image_resolution,
+        machine={side_name: {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
+                             "threads": torch.get_num_threads(), "torch": torch.__version__}
+                 for side_name in (["robot", "edge"] if side == "both" else [side])},
+        timing=ProfileTiming(method=METHOD, repeats=repeats))
     timer = RoundRobinTimer()
     timer.add("preprocess", lambda: enc.prepare(frames[0]))
     for name, mode, split in candidates(enc):
-        entry = {"mode": mode, "split_index": split}
+        entry = CandidateProfile(mode=mode, split_index=split)
         if not MODES[mode].offloads:
-            entry.update(bytes=0, bytes_p95=0)
             if side != "edge":
                 timer.add(f"{name}/onboard", lambda: enc.predict_local(first))
         else:
             payloads = [enc.encode(p, mode, split) for p in prepared]
             sizes = [len(p) for p in payloads]
-            entry.update(bytes=float(np.mean(sizes)), bytes_p95=float(np.percentile(sizes, 95)))
+            entry.bytes, entry.bytes_p95 = float(np.mean(sizes)), float(np.percentile(sizes, 95))
             if mode == "bottleneck":
-                entry.update(bottleneck_fidelity(dep))
+                entry.fidelity, entry.fidelity_source = bottleneck_fidelity(dep)
             if MODES[mode].per_split_point:
                 point = dep.split_point(split)
-                entry.update(name=point.name, compression=point.compression, shape=list(point.shape))
+                entry.layer, entry.compression, entry.shape = point.name, point.compression, list(point.shape)
             if side != "edge":
                 timer.add(f"{name}/onboard", lambda mode=mode, split=split: enc.encode(first, mode, split))
             if side != "robot":
                 for b in batch_sizes:
                     batch = [payloads[i % len(payloads)] for i in range(b)]
                     timer.add(f"{name}/offboard/{b}", lambda batch=batch: dec.run_tails([dec.decode(p) for p in batch]))
-        result["candidates"][name] = entry
-    attach_fidelity(result, load_record(dep.name))
+        profile.candidates[name] = entry
+    attach_fidelity(profile, load_record(dep.name))
     with OtherCpuLoad() as load:
         medians = timer.run(repeats)
-    result["timing"]["other_cpu_load"] = load.fraction
-    result["preprocess_ms"] = medians["preprocess"]
-    for name, entry in result["candidates"].items():
+    profile.timing.other_cpu_load = load.fraction
+    profile.preprocess_ms = medians["preprocess"]
+    for name, entry in profile.candidates.items():
         if f"{name}/onboard" in medians:
-            entry["onboard_ms"] = medians[f"{name}/onboard"]
-        if entry["mode"] == "local":
-            entry["offboard_ms"] = {str(b): 0.0 for b in batch_sizes}
+            entry.onboard_ms = medians[f"{name}/onboard"]
+        if not entry.offloads:
+            entry.offboard_ms = {b: 0.0 for b in batch_sizes}
         elif side != "robot":
-            entry["offboard_ms"] = {str(b): medians[f"{name}/offboard/{b}"] / b for b in batch_sizes}
-    return result
+            entry.offboard_ms = {b: medians[f"{name}/offboard/{b}"] / b for b in batch_sizes}
+    return profile
 
 
-def merge_profiles(robot: dict, edge: dict) -> dict:
+def merge_profiles(robot: LinkProfile, edge: LinkProfile) -> LinkProfile:
     """Onboard numbers from the robot's profile, offboard ones from the edge's."""
-    if robot["model_hashes"] != edge["model_hashes"]:
+    if robot.model_hashes != edge.model_hashes:
         raise ValueError("robot and edge profiles are for different models: profile the deployed "
                          "weights on both sides")
-    merged = json.loads(json.dumps(robot))
-    merged["machine"] = {**robot["machine"], **edge["machine"]}
-    for name, entry in merged["candidates"].items():
-        entry["offboard_ms"] = edge["candidates"][name]["offboard_ms"]
+    merged = LinkProfile.from_dict(robot.to_dict())
+    merged.machine = {**robot.machine, **edge.machine}
+    for name, entry in merged.candidates.items():
+        if name not in edge.candidates:
+            raise ValueError(f"the edge profile has no candidate {name}: profile both sides with the same "
+                             f"bottleneck and codecs")
+        entry.offboard_ms = dict(edge.candidates[name].offboard_ms)
     return merged
 
 
-def save_profile(profile: dict, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(profile, indent=2))
-
-
-def load_profile(path: str | Path) -> dict:
-    profile = json.loads(Path(path).read_text())
-    if profile.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an {FORMAT} file: create one with fsplit-profile")
-    for name, entry in profile["candidates"].items():
-        if "onboard_ms" not in entry or "offboard_ms" not in entry:
-            raise ValueError(f"{path}: candidate {name} lacks onboard or offboard times: profile both "
-                             f"sides (or merge a robot and an edge profile)")
-    attach_fidelity(profile, load_record(profile["backbone"]))   # profiles made before the record
+def load_profile(path: str | Path) -> LinkProfile:
+    """A complete profile file (both sides), with the fidelity records attached."""
+    profile = LinkProfile.read(path).complete(str(path))
+    attach_fidelity(profile, load_record(profile.backbone))   # profiles made before the record
     return profile
 
 
@@ -241,7 +233,7 @@ PROFILE_CACHE_DIR = Path.home() / ".cache" / "fsplit_ros" / "profiles"
 
 
 def cached_profile(dep: Deployment, frames: list[np.ndarray], cache_dir: str | Path = PROFILE_CACHE_DIR,
-                   idle_wait_s: float = 0.0, repeats: int = 5, batch_sizes=(1, 2, 4, 8)) -> dict:
+                   idle_wait_s: float = 0.0, repeats: int = 5, batch_sizes=(1, 2, 4, 8)) -> LinkProfile:
     """Profile both sides on this machine once per model (keyed by its hashes), then reuse it.
 
     Before timing, waits up to `idle_wait_s` for the other processes to quieten down. A profile
@@ -254,8 +246,8 @@ def cached_profile(dep: Deployment, frames: list[np.ndarray], cache_dir: str | P
     if idle_wait_s > 0:
         wait_for_idle_cpus(idle_wait_s)
     profile = profile_deployment(dep, frames, side="both", repeats=repeats, batch_sizes=batch_sizes)
-    load = profile["timing"]["other_cpu_load"]
-    profile["timing"]["cached"] = load is not None and load <= MAX_OTHER_CPU_LOAD
-    if profile["timing"]["cached"]:
-        save_profile(profile, path)
+    load = profile.timing.other_cpu_load
+    profile.timing.cached = load is not None and load <= MAX_OTHER_CPU_LOAD
+    if profile.timing.cached:
+        profile.save(path)
     return profile

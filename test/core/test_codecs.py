@@ -344,3 +344,16 @@ def test_image_decompression_bomb_is_rejected_before_decoding():
             ImageCodec("png").decode(view, got)
     growth = peak_rss_growth_mib(decode)
     assert growth < 32, f"rejecting a {len(body)}-byte PNG grew the process by {growth:.0f} MiB"
+
+
+def test_every_registered_codec_has_an_implementation_of_its_mode():
+    """modes.py registers names and wire ids; codecs/ implements each one under the same mode."""
+    from fsplit_ros.codecs import PayloadCodec
+    from fsplit_ros.modes import MODES
+    implementations = {"split": TensorCodec, "image": ImageCodec}
+    for mode in ("split", "image"):
+        for name in MODES[mode].codec_names:
+            codec = implementations[mode](name)
+            assert isinstance(codec, PayloadCodec) and codec.mode == mode and codec.name == name
+    assert set(TENSOR_CODECS) == set(MODES["split"].codec_names)
+    assert set(IMAGE_FORMATS) == set(MODES["image"].codec_names)

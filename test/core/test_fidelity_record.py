@@ -6,7 +6,7 @@ import json
 import pytest
 
 from fsplit_ros.cli.evaluate import main as eval_cli
-from fsplit_ros.policy import DEFAULT_MIN_FIDELITY, CostModel, ModeSelector, preferred_modes
+from fsplit_ros.policy import DEFAULT_MIN_FIDELITY, CostModel, LinkProfile, ModeSelector, preferred_modes
 from fsplit_ros.profiling.fidelity import (attach_fidelity, config_key, key_of_result_row, load_record,
                                            record_from_results)
 
@@ -26,14 +26,14 @@ def test_result_rows_of_both_tables_name_the_configuration_the_encoder_sends():
 
 
 def _profile(weights="w1", image_codec="jpeg:95", bottleneck_fidelity=0.97):
-    return {"backbone": "efficientnet_lite0", "model_hashes": {"split": weights, "image": weights},
+    return LinkProfile.from_dict({"backbone": "efficientnet_lite0", "model_hashes": {"split": weights, "image": weights},
             "tensor_codec": "uint8-channel+zlib", "image_codec": image_codec, "image_resolution": "model",
             "candidates": {
                 "local": {"mode": "local", "split_index": None},
                 "image": {"mode": "image", "split_index": 0},
                 "split@13": {"mode": "split", "split_index": 13},
                 "split@7": {"mode": "split", "split_index": 7},
-                "bottleneck": {"mode": "bottleneck", "split_index": 13, "fidelity": bottleneck_fidelity}}}
+                "bottleneck": {"mode": "bottleneck", "split_index": 13, "fidelity": bottleneck_fidelity}}})
 
 
 RECORD = {"format": "fsplit-fidelity/1", "weights_hash": "w1", "metric": "top1_agreement",
@@ -45,20 +45,20 @@ RECORD = {"format": "fsplit-fidelity/1", "weights_hash": "w1", "metric": "top1_a
 def test_attach_fills_recorded_configurations_and_reports_the_unknown_ones():
     profile = _profile()
     assert attach_fidelity(profile, RECORD) == ["split@7"]      # measured with another codec set
-    c = profile["candidates"]
-    assert c["image"]["fidelity"] == 0.855 and "family A" in c["image"]["fidelity_source"]
-    assert c["split@13"]["fidelity"] == 0.998
-    assert c["bottleneck"]["fidelity"] == 0.97                  # its checkpoint's record wins
-    assert "fidelity" not in c["local"]
+    c = profile.candidates
+    assert c["image"].fidelity == 0.855 and "family A" in c["image"].fidelity_source
+    assert c["split@13"].fidelity == 0.998
+    assert c["bottleneck"].fidelity == 0.97                     # its checkpoint's record wins
+    assert c["local"].fidelity is None
     assert attach_fidelity(profile, RECORD) == ["split@7"]      # idempotent
     png = _profile(image_codec="png:1")
     attach_fidelity(png, RECORD)
-    assert png["candidates"]["image"]["fidelity"] == 1.0
+    assert png.candidates["image"].fidelity == 1.0
     # other weights: nothing is borrowed from the default model's record
     other = _profile(weights="w2")
     assert attach_fidelity(other, RECORD) == ["image", "split@13", "split@7"]
     assert attach_fidelity(_profile(), None) == ["image", "split@13", "split@7"]
-    bare = {"backbone": "x", "candidates": {"image": {"mode": "image", "split_index": 0}}}   # hand-written
+    bare = LinkProfile.from_dict({"backbone": "x", "candidates": {"image": {"mode": "image", "split_index": 0}}})
     assert attach_fidelity(bare, RECORD) == ["image"]
 
 
@@ -66,10 +66,10 @@ def test_the_default_floor_keeps_jpeg_pixels_out_until_it_is_lowered():
     """At 50 Mbit/s image mode is the fastest candidate; with its recorded 85.5 % agreement the
     default floor makes the selector and preferred_modes pass it over for the fastest faithful one."""
     profile = _profile()
-    for name, c in profile["candidates"].items():
-        c["bytes"] = {"local": 0, "image": 17000, "split@13": 10800, "split@7": 15800, "bottleneck": 4800}[name]
-        c["onboard_ms"] = {"local": 26.0, "image": 1.0, "split@13": 11.0, "split@7": 6.5, "bottleneck": 13.0}[name]
-        c["offboard_ms"] = {"1": 0.0 if name == "local" else 20.0}
+    for name, c in profile.candidates.items():
+        c.bytes = {"local": 0, "image": 17000, "split@13": 10800, "split@7": 15800, "bottleneck": 4800}[name]
+        c.onboard_ms = {"local": 26.0, "image": 1.0, "split@13": 11.0, "split@7": 6.5, "bottleneck": 13.0}[name]
+        c.offboard_ms = {1: 0.0 if name == "local" else 20.0}
     attach_fidelity(profile, RECORD)
     predictions = CostModel(profile, camera_rate=10.0, onboard_scale=4.0).predict(50e6, 0.002)
     assert preferred_modes(predictions, 0.15) == {"image"}
@@ -112,10 +112,10 @@ def test_fsplit_eval_record_writes_what_attach_reads(tmp_path, lite0):
     assert set(record["entries"]) >= {"image jpeg:95 model", "image webp:95 model"} | {
         f"split@{i} uint8-channel+zlib" for i in lite0.compressive_split_indices()}
     profile = _profile(weights=lite0.backbone.weights_hash)
-    profile["candidates"].pop("split@7")
+    profile.candidates.pop("split@7")
     assert attach_fidelity(profile, record) == []
     jpeg = next(r for r in summary["rows"] if r["method"] == "jpeg" and r["setting"] == "q95")
-    assert profile["candidates"]["image"]["fidelity"] == pytest.approx(jpeg["agreement"])
+    assert profile.candidates["image"].fidelity == pytest.approx(jpeg["agreement"])
 
 
 def test_demo_report_puts_each_candidates_fidelity_next_to_its_bytes_and_latency():

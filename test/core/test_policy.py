@@ -220,12 +220,11 @@ def test_profile_records_the_bottleneck_checkpoints_held_out_fidelity():
 
     class Dep:
         bottleneck_metadata = {"heldout": {"frames": 114, "fidelity_map50": 0.79, "mse": 0.1}}
-    assert bottleneck_fidelity(Dep()) == {"fidelity": 0.79,
-                                          "fidelity_source": "checkpoint held-out fidelity_map50 (114 frames)"}
+    assert bottleneck_fidelity(Dep()) == (0.79, "checkpoint held-out fidelity_map50 (114 frames)")
     Dep.bottleneck_metadata = {"heldout": {"frames": 20, "top1_agreement": 0.81}}
-    assert bottleneck_fidelity(Dep())["fidelity"] == 0.81
+    assert bottleneck_fidelity(Dep())[0] == 0.81
     Dep.bottleneck_metadata = None                          # a checkpoint without a record: no floor applies
-    assert bottleneck_fidelity(Dep()) == {}
+    assert bottleneck_fidelity(Dep()) == (None, "")
 
 
 def _simulate_uplink(window: InFlightWindow, rate_bps: float, payload_bytes: int, fps: float, seconds: float,

@@ -11,6 +11,8 @@ import pytest
 
 from fsplit_ros.profiling.profiler import sample_frames
 from fsplit_ros.profiling.fidelity import load_record
+from fsplit_ros.policy import CostModel, LinkProfile, ProfileError
+from fsplit_ros.policy.link_profile import FORMAT
 from fsplit_ros.profiling import cached_profile, load_profile, profile_deployment
 from fsplit_ros.profiling.profiler import METHOD, OtherCpuLoad, RoundRobinTimer, wait_for_idle_cpus
 
@@ -116,39 +118,60 @@ def test_waiting_for_idle_cpus_returns_once_the_load_is_gone_or_at_the_timeout()
 def test_profile_has_every_candidate_with_both_sides_and_the_cache_reuses_it(lite0, tmp_path):
     frames = sample_frames(3)
     profile = profile_deployment(lite0, frames, batch_sizes=(1, 2), repeats=1)
-    names = set(profile["candidates"])
+    names = set(profile.candidates)
     assert {"local", "image"} <= names
     assert {f"split@{i}" for i in lite0.compressive_split_indices()} <= names
-    assert profile["timing"]["method"] == METHOD and profile["timing"]["repeats"] == 1
-    for name, c in profile["candidates"].items():
-        assert c["onboard_ms"] > 0, name
-        assert set(c["offboard_ms"]) == {"1", "2"}, name
+    assert profile.timing.method == METHOD and profile.timing.repeats == 1
+    for name, c in profile.candidates.items():
+        assert c.onboard_ms > 0, name
+        assert set(c.offboard_ms) == {1, 2}, name
         if name == "local":
-            assert c["bytes"] == 0 and all(v == 0 for v in c["offboard_ms"].values())
+            assert c.bytes == 0 and all(v == 0 for v in c.offboard_ms.values())
         else:
-            assert c["bytes"] > 0 and all(v > 0 for v in c["offboard_ms"].values()), name
+            assert c.bytes > 0 and all(v > 0 for v in c.offboard_ms.values()), name
 
     # every offloading candidate carries its recorded held-out fidelity (the Lite0 record)
     record = load_record("efficientnet_lite0")["entries"]
-    assert profile["candidates"]["image"]["fidelity"] == record["image jpeg:95 model"]["fidelity"]
+    assert profile.candidates["image"].fidelity == record["image jpeg:95 model"]["fidelity"]
     for i in lite0.compressive_split_indices():
-        assert profile["candidates"][f"split@{i}"]["fidelity"] == record[f"split@{i} uint8-channel+zlib"]["fidelity"]
+        assert profile.candidates[f"split@{i}"].fidelity == record[f"split@{i} uint8-channel+zlib"]["fidelity"]
 
     robot = profile_deployment(lite0, frames, side="robot", batch_sizes=(1,), repeats=1)
-    assert all("offboard_ms" not in c for n, c in robot["candidates"].items() if n != "local")
+    assert all(not c.offboard_ms for n, c in robot.candidates.items() if n != "local")
+    with pytest.raises(ProfileError, match="lacks onboard or offboard times"):
+        CostModel(robot, camera_rate=10)                      # a half profile is no cost model's input
+    # the JSON form round-trips, batch sizes back to numbers
+    again = LinkProfile.from_dict(json.loads(json.dumps(profile.to_dict())))
+    assert again == profile
 
     quick = {"repeats": 1, "batch_sizes": (1,)}    # (under 2 spinners torch's threads crawl)
     with busy_machine():                             # timed under load: used, not cached
         loaded = cached_profile(lite0, frames, tmp_path, **quick)
-    assert loaded["timing"]["other_cpu_load"] > 0.25 and loaded["timing"]["cached"] is False
+    assert loaded.timing.other_cpu_load > 0.25 and loaded.timing.cached is False
     assert not list(tmp_path.iterdir())
     first = cached_profile(lite0, frames, tmp_path, **quick)
-    assert first["timing"]["cached"] is True, first["timing"]
+    assert first.timing.cached is True, first.timing
     [path] = tmp_path.iterdir()
     assert path.name.endswith(f"-{METHOD}.json")
-    path.write_text(json.dumps({**first, "marker": "reused"}))
-    assert cached_profile(lite0, frames, tmp_path, **quick)["marker"] == "reused"
-    assert load_profile(path)["candidates"].keys() == first["candidates"].keys()
+    path.write_text(json.dumps({**first.to_dict(), "command": "reused"}))
+    assert cached_profile(lite0, frames, tmp_path, **quick).command == "reused"
+    assert load_profile(path).candidates.keys() == first.candidates.keys()
+
+
+def test_profile_files_that_the_cost_model_cannot_use_are_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "p.json"
+    for content, words in [("{", "cannot read the profile"), ('{"format": "x"}', "not an fsplit-profile/1 file"),
+                           (json.dumps({"format": FORMAT}), "needs a 'candidates' table"),
+                           (json.dumps({"format": FORMAT, "candidates": {"warp": {"mode": "warp"}}}),
+                            "candidate 'warp' has no known mode"),
+                           (json.dumps({"format": FORMAT, "candidates": {"image": {
+                               "mode": "image", "onboard_ms": 1.0, "offboard_ms": {"one": 2.0}}}}),
+                            "candidate 'image'"),
+                           (json.dumps({"format": FORMAT, "candidates": {"image": {
+                               "mode": "image", "onboard_ms": 1.0}}}), "lacks onboard or offboard")]:
+        path.write_text(content)
+        with pytest.raises(ProfileError, match=words):
+            load_profile(path)
 
 
 def test_fsplit_profile_measures_the_codecs_the_encoder_is_set_to(tmp_path, capsys):

@@ -13,7 +13,6 @@ still answers probes and decodes frames.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -162,7 +161,7 @@ def _profile_file(folder, dep) -> Path:
     from fsplit_ros.profiling.profiler import sample_frames
     from fsplit_ros.profiling import cached_profile
     path = folder / "profile.json"
-    path.write_text(json.dumps(cached_profile(dep, sample_frames())))
+    cached_profile(dep, sample_frames()).save(path)
     return path
 
 

@@ -94,8 +94,7 @@ class Graph:
         # encoder ran, image's edge time read 67 ms against local's 23 ms and the robot never offloaded.
         dep = Deployment.load("efficientnet_lite0", bottleneck=None)
         self.state_dict = dep.backbone.model.state_dict()
-        self.profile_file.write_text(json.dumps(
-            cached_profile(dep, sample_frames())))
+        cached_profile(dep, sample_frames()).save(self.profile_file)
         self.start_decoder()
         self.pg.start("encoder", "encoder_node", "robot", params={**COMMON, "emulated_slowdown": SLOWDOWN},
                       remaps={"image": "camera/image_raw"})

@@ -79,12 +79,65 @@ def test_launch_arguments_reach_declared_parameters():
 def test_launch_descriptions_build_with_launch_ros():
     launch_ros = pytest.importorskip("launch_ros", reason="launch_ros is not installed here (not on PyPI); "
                                                           "the static checks above cover the launch files")
-    from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: F401
-    for launch_file in LAUNCH_FILES:
+    from launch_ros.actions import Node
+    for launch_file, executables in (("robot.launch.py", {"encoder_node", "link_monitor_node"}),
+                                     ("edge.launch.py", {"decoder_node"})):
         spec = importlib.util.spec_from_file_location("lf", SHARE / "launch" / launch_file)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        assert mod.generate_launch_description().entities, launch_ros
+        nodes = [e for e in mod.generate_launch_description().entities if isinstance(e, Node)]
+        assert {n.node_executable for n in nodes} == executables, (launch_file, launch_ros)
+
+
+def _launch_graph() -> dict:
+    """side -> {executable: (remapped topic sources, parameter names set in the launch file)}, read
+    from the Node(...) calls of robot.launch.py (robot), edge.launch.py (edge) and the camera of
+    demo.launch.py (robot)."""
+    graph = {"robot": {}, "edge": {}}
+    for launch_file, side, only in (("robot.launch.py", "robot", None), ("edge.launch.py", "edge", None),
+                                    ("demo.launch.py", "robot", {"video_source_node"})):
+        tree = ast.parse((REPO / "launch" / launch_file).read_text())
+        for call in [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"]:
+            kw = {k.arg: k.value for k in call.keywords}
+            exe = ast.literal_eval(kw["executable"])
+            if only and exe not in only:
+                continue
+            remaps = {ast.literal_eval(e.elts[0]) for e in getattr(kw.get("remappings"), "elts", [])}
+            params = {ast.literal_eval(k) for item in kw["parameters"].elts if isinstance(item, ast.Dict)
+                      for k in item.keys}
+            graph[side][exe] = (remaps, params)
+    return graph
+
+
+class _RecordingGraph:
+    """Stands in for ProcessGraph.start: records what start_standard_graph would run, where."""
+
+    def __init__(self):
+        self.started = {"robot": {}, "edge": {}}
+
+    def start(self, tag, executable, side="robot", params=None, remaps=None, namespace="", argv=None):
+        self.started[side][executable] = (set(remaps or {}), set(params or {}))
+
+
+def test_launch_files_and_process_graph_wire_the_same_graph(tmp_path):
+    """The demo, benchmarks and tests run the graph through process_graph (no `ros2 launch` here);
+    users run the launch files. Same executables on the same side, the same topics remapped, and
+    every model parameter (launch_support.MODEL_PARAMETERS) reaching every model node in both."""
+    from fsplit_ros.launch_support import MODEL_PARAMETERS
+    from fsplit_ros.process_graph import GraphConfig, start_standard_graph
+    recorded = _RecordingGraph()
+    start_standard_graph(recorded, GraphConfig(), tmp_path / "events.jsonl")
+    launched = _launch_graph()
+    ours = {side: {exe: v for exe, v in nodes.items() if exe != "recorder_node"}   # the demo's own recorder
+            for side, nodes in recorded.started.items()}
+    assert {s: set(n) for s, n in ours.items()} == {s: set(n) for s, n in launched.items()} == {
+        "robot": {"encoder_node", "link_monitor_node", "video_source_node"}, "edge": {"decoder_node"}}
+    for side, nodes in launched.items():
+        for exe, (remaps, params) in nodes.items():
+            assert remaps == ours[side][exe][0], f"{exe}: launch remaps {remaps}, process_graph {ours[side][exe][0]}"
+            if exe != "video_source_node":
+                assert set(MODEL_PARAMETERS) <= params, f"{exe} in the launch files lacks {set(MODEL_PARAMETERS) - params}"
+                assert set(MODEL_PARAMETERS) <= ours[side][exe][1], f"{exe} in process_graph lacks a model parameter"
 
 
 @pytest.mark.parametrize("launch_file", ["robot.launch.py", "demo.launch.py"])
@@ -92,9 +145,20 @@ def test_launch_files_that_carry_camera_frames_load_the_large_frame_dds_profile(
     """The camera driver and the encoder share the robot's launch; both need the larger Fast DDS
     shared-memory segment (see config/fastdds_large_frames.xml and test_transport)."""
     tree = ast.parse((SHARE / "launch" / launch_file).read_text())
-    returned = [n for n in ast.walk(tree) if isinstance(n, ast.Return)]
-    assert any("large_frame_dds_profile" in ast.unparse(r) for r in returned), \
-        f"{launch_file} does not add large_frame_dds_profile(...) to its LaunchDescription"
+    [returned] = [n for n in ast.walk(tree) if isinstance(n, ast.Return)]
+    assert isinstance(returned.value, ast.Call) and returned.value.func.id == "LaunchDescription"
+    # LaunchDescription(a + b + ...): the profile's actions must come before the first node, or the
+    # processes start without the variable
+    operands, expr = [], returned.value.args[0]
+    while isinstance(expr, ast.BinOp):
+        operands.insert(0, expr.right)
+        expr = expr.left
+    operands.insert(0, expr)
+    calls = [o.func.id if isinstance(o, ast.Call) else None for o in operands]
+    assert "large_frame_dds_profile" in calls, f"{launch_file} does not add large_frame_dds_profile(...)"
+    first_node = next(i for i, o in enumerate(operands) if isinstance(o, ast.List))
+    assert calls.index("large_frame_dds_profile") < first_node, \
+        f"{launch_file} adds the DDS profile after its nodes: they would start without it"
 
 
 def test_the_dds_profile_goes_in_the_one_variable_the_distributions_fast_dds_reads():

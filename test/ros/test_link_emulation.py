@@ -6,7 +6,6 @@ arriving. The deadlines are twice the worst value seen on the bed (bench/link_es
 clean-clone runs of issue 17), so this test checks behaviour, not how busy the shared CPU was; the
 package's promises (a switch within 1 s of a rate step, local within 1 s of a cut, an offloading
 mode within 1 s of a restore) are benchmark figures (BENCHMARKS.md section 9)."""
-import json
 import os
 import time
 
@@ -56,7 +55,7 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
     dep = Deployment.load("efficientnet_lite0")
     profile = cached_profile(dep, sample_frames())
     profile_file = tmp_path / "profile.json"
-    profile_file.write_text(json.dumps(profile))
+    profile.save(profile_file)
     cost = CostModel(profile, CAMERA_FPS, onboard_scale=SLOWDOWN)
 
     log = EventLog(tmp_path / "events.jsonl")
@@ -123,7 +122,7 @@ def test_mode_follows_rate_steps_and_link_cut(link, tmp_path):
     # held-out family A) and no chosen candidate lies below the default floor.
     fidelity = states[-1]["fidelity"]
     assert fidelity["local"] == 1.0
-    assert fidelity["image"] == pytest.approx(profile["candidates"]["image"]["fidelity"])
+    assert fidelity["image"] == pytest.approx(profile.candidates["image"].fidelity)
     assert fidelity["image"] < DEFAULT_MIN_FIDELITY
     chosen = {candidate_name(s["mode"], s["split"]) for s in states}
     assert all(fidelity[c] is None or fidelity[c] >= DEFAULT_MIN_FIDELITY for c in chosen), (chosen, fidelity)

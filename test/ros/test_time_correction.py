@@ -15,7 +15,7 @@ from rcl_interfaces.srv import SetParameters
 from fsplit_ros.msg import FrameFeedback, LinkState, OnboardTiming
 from fsplit_ros.policy.cost_model import camera_wait_s
 from fsplit_ros.nodes.messages import wall_time_msg
-from fsplit_ros.profiling.profiler import FORMAT
+from fsplit_ros.policy.link_profile import FORMAT
 from ros_harness import NodeProcess, RosProbe
 
 SLOWDOWN = 2.0

@@ -30,7 +30,7 @@ The package is in three steps: `reading` (bag -> records), `analysis` (records -
 Clocks. Receipt times are the bag's receive timestamps: the recorder's clock when each message
 arrived. The camera stamp (header.stamp) is set by the camera driver and copied unchanged into the
 CompressedFeature, the FrameFeedback and the result. The recorder runs on the robot
-(recorder_node in robot.launch.py, or `ros2 bag record` there), so both are the ROBOT's clock and
+(`ros2 bag record` there, or the recorder_node the demo starts), so both are the ROBOT's clock and
 `latency = receipt time of the result - camera stamp` needs no clock synchronisation; it includes
 camera transport, onboard encode, uplink, edge decode + tail, and the downlink of the result.
 That does not hold when the bag was recorded on the edge or another machine (latencies are then
