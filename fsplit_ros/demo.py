@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fsplit_ros.modes import MODE_NAMES
+from fsplit_ros.modes import LOCAL, MODE_NAMES, candidate_name
 from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable, parse_trace
 from fsplit_ros.process_graph import RESULT_TOPICS, EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 
@@ -32,7 +32,7 @@ def window_stats(events: list[dict], now: float, window: float = 2.0) -> dict:
     results = [e for e in recent if e["topic"] in RESULT_TOPICS]
     states = [e for e in events if e["topic"] == "link_state"]
     state = states[-1] if states else {}
-    return {"mode": state.get("mode", "-") + (f"@{state['split']}" if state.get("mode") == "split" else ""),
+    return {"mode": candidate_name(state["mode"], state["split"]) if state else "-",
             "measured_mbps": state.get("rate_bps", float("nan")) / 1e6,
             "bytes_per_frame": float(np.mean([e["bytes"] for e in sent])) if sent else 0.0,
             "latency_ms": float(np.median([(e["t"] - e["stamp"]) * 1e3 for e in results])) if results else float("nan"),
@@ -52,7 +52,6 @@ def per_candidate(events: list[dict]) -> dict:
     the fidelity the link monitor published for it in link_state (agreement with the full model on
     held-out frames, 1 for local; None where no record exists). A result belongs to the payload with its camera stamp, or to
     `local` when none was sent."""
-    from fsplit_ros.policy import candidate_name
     sent = {e["stamp"]: e for e in events if e["topic"] == "compressed_feature"}
     fidelity: dict = {}
     for e in events:
@@ -61,7 +60,7 @@ def per_candidate(events: list[dict]) -> dict:
     rows: dict[str, dict] = {}
     for r in (e for e in events if e["topic"] in RESULT_TOPICS):
         payload = sent.get(r["stamp"])
-        name = candidate_name(payload["mode"], payload["split"]) if payload else "local"
+        name = candidate_name(payload["mode"], payload["split"]) if payload else LOCAL
         row = rows.setdefault(name, {"latency": [], "bytes": []})
         row["latency"].append((r["t"] - r["stamp"]) * 1e3)
         row["bytes"].append(payload["bytes"] if payload else 0)

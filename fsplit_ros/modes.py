@@ -53,6 +53,8 @@ MODES: dict[str, Mode] = {m.name: m for m in (
 )}
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
 OFFLOAD_MODES: tuple[str, ...] = tuple(name for name, mode in MODES.items() if mode.offloads)
+# The one mode that sends nothing (the whole model onboard): the policy's fallback, always allowed.
+[LOCAL] = [name for name, mode in MODES.items() if not mode.offloads]
 PIXEL_MODES: frozenset[str] = frozenset(name for name, mode in MODES.items() if mode.sends_pixels)
 CODECS: dict[str, Codec] = {c.name: c for mode in MODES.values() for c in mode.codecs}
 

@@ -29,7 +29,7 @@ from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.codecs import TENSOR_CODECS, IMAGE_FORMATS
 from fsplit_ros.runtime import IMAGE_RESOLUTIONS, MODES, Deployment, OnboardEncoder
 from fsplit_ros.nodes.runner import run_node
-from fsplit_ros.modes import MODES as MODE_REGISTRY, PIXEL_MODES
+from fsplit_ros.modes import LOCAL, MODES as MODE_REGISTRY, PIXEL_MODES
 from fsplit_ros.policy import InFlightWindow, candidate_name
 
 PARAMETERS = [
@@ -38,7 +38,7 @@ PARAMETERS = [
     Param("weights", "", "Local backbone checkpoint; empty = the backbone's offline default.", read_only=True),
     Param("bottleneck_checkpoint", "default", "FrankenSplit checkpoint; 'default' = the one shipped for "
           "the backbone, empty = none (bottleneck mode unavailable).", read_only=True),
-    Param("mode", "local", "Current mode (the link monitor overrides it when followed).", choices=MODES),
+    Param("mode", LOCAL, "Current mode (the link monitor overrides it when followed).", choices=MODES),
     Param("follow_link_monitor", True, "Take the mode (and split point) from the link monitor's link_state."),
     Param("split_index", 0, "Split point for split mode; 0 = first compressive bottleneck.", low=0, high=512),
     Param("tensor_codec", "uint8-channel+zlib", "Split-mode tensor codec.", choices=TENSOR_CODECS),
@@ -114,11 +114,11 @@ class EncoderNode(Node):
         if mode in PIXEL_MODES and not self.p["allow_image_mode"]:
             self.get_logger().warning(f"{mode} mode is forbidden (allow_image_mode=false): running local",
                                       throttle_duration_sec=10.0)
-            return "local"
+            return LOCAL
         if mode not in self.encoder.available_modes():
             self.get_logger().warning(f"mode '{mode}' is unavailable here (no bottleneck checkpoint "
                                       f"loaded?): running local", throttle_duration_sec=10.0)
-            return "local"
+            return LOCAL
         return mode
 
     def _on_set_parameters(self, params):
@@ -193,7 +193,7 @@ class EncoderNode(Node):
         prepared = time.perf_counter()
         if not offloads:
             logits = self.encoder.predict_local(frame)
-            self._publish_timing(msg.header, "local", prepared)
+            self._publish_timing(msg.header, LOCAL, prepared)
             self._emulate_slow_robot(start)
             self.result_pub.publish(result_msg(self.deployment, msg.header, logits, rgb.shape[1], rgb.shape[0],
                                                self.p["top_k"]))

@@ -25,7 +25,7 @@ from rclpy.node import Node
 from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState, OnboardTiming
 from fsplit_ros.nodes.messages import PROBE_QOS, reception_time, time_to_float, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
-from fsplit_ros.modes import MODE_NAMES, OFFLOAD_MODES, candidate_mode, candidate_name
+from fsplit_ros.modes import LOCAL, MODE_NAMES, OFFLOAD_MODES, candidate_mode, candidate_name
 from fsplit_ros.nodes.runner import run_node
 from fsplit_ros.payload.errors import ERROR_KIND_NAMES
 from fsplit_ros.policy import (DEFAULT_MIN_FIDELITY, CostModel, LinkProfile, LinkEstimator, MeasuredTimeCorrection, ModeSelector,
@@ -152,7 +152,7 @@ class LinkMonitorNode(Node):
         for param in params:
             self.p[param.name] = param.value
         s = self.selector
-        s.allowed_modes = set(self.p["allowed_modes"]) | {"local"}
+        s.allowed_modes = set(self.p["allowed_modes"]) | {LOCAL}
         s.pinned_mode, s.hysteresis = self.p["pinned_mode"], self.p["hysteresis"]
         s.min_dwell_s, s.link_timeout_s = self.p["min_dwell_s"], self.p["link_timeout_s"]
         s.min_fidelity = self.p["min_fidelity"]
@@ -242,7 +242,7 @@ class LinkMonitorNode(Node):
                           reason=reason if decision.changed else self.selector_reason(),
                           candidate_modes=names, predicted_latency=[predictions[n].latency_s for n in names],
                           sustainable=[predictions[n].sustainable for n in names],
-                          fidelity=[1.0 if n == "local" else math.nan if predictions[n].fidelity is None
+                          fidelity=[1.0 if n == LOCAL else math.nan if predictions[n].fidelity is None
                                     else predictions[n].fidelity for n in names])
         state.header.stamp = self.get_clock().now().to_msg()
         self.state_pub.publish(state)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fsplit_ros.modes import candidate_mode
+from fsplit_ros.modes import LOCAL, candidate_mode
 from fsplit_ros.policy.cost_model import Prediction
 
 
@@ -35,7 +35,7 @@ def preferred_modes(predictions: dict[str, Prediction], hysteresis: float, min_f
     hysteresis band of it (the selector does not leave one of those for the other). Tests and
     benchmarks judge the monitor's choices at the true link rate by this."""
     eligible = {n: p for n, p in predictions.items()
-                if n == "local" or (p.sustainable and faithful(p, min_fidelity))}
+                if n == LOCAL or (p.sustainable and faithful(p, min_fidelity))}
     best = min(p.latency_s for p in eligible.values())
     return {candidate_mode(n)[0] for n, p in eligible.items() if p.latency_s * (1 - hysteresis) <= best}
 
@@ -49,9 +49,9 @@ class Decision:
 
 class ModeSelector:
     def __init__(self, allowed_modes, pinned_mode: str = "", hysteresis: float = 0.15,
-                 min_dwell_s: float = 2.0, link_timeout_s: float = 1.0, initial: str = "local",
+                 min_dwell_s: float = 2.0, link_timeout_s: float = 1.0, initial: str = LOCAL,
                  min_fidelity: float = 0.0):
-        self.allowed_modes = set(allowed_modes) | {"local"}
+        self.allowed_modes = set(allowed_modes) | {LOCAL}
         self.min_fidelity = min_fidelity
         self.pinned_mode = pinned_mode
         self.hysteresis = hysteresis
@@ -62,7 +62,7 @@ class ModeSelector:
 
     def eligible(self, name: str, pred: Prediction, blocked=frozenset()) -> bool:
         mode = candidate_mode(name)[0]
-        if name == "local":
+        if name == LOCAL:
             return True
         return (mode in self.allowed_modes and mode not in blocked and pred.sustainable
                 and faithful(pred, self.min_fidelity))
@@ -86,15 +86,15 @@ class ModeSelector:
         than commit, for min_dwell_s, to a mode chosen from a guess."""
         if self.pinned_mode:
             # Pinning a mode fixes what is sent, not the split point: the cost model still picks it.
-            options = [n for n in predictions if candidate_mode(n)[0] == self.pinned_mode] or ["local"]
+            options = [n for n in predictions if candidate_mode(n)[0] == self.pinned_mode] or [LOCAL]
             pinned = min(options, key=lambda n: predictions[n].latency_s if n in predictions else 0.0)
             if self.current in options and pinned != self.current and now - self.since < self.min_dwell_s:
                 pinned = self.current
             return self._switch(pinned, f"pinned to {self.pinned_mode}", now)
         if since_last_reply_s > self.link_timeout_s:
-            return self._switch("local", f"link down: no reply for {since_last_reply_s:.1f} s", now, forced=True)
+            return self._switch(LOCAL, f"link down: no reply for {since_last_reply_s:.1f} s", now, forced=True)
         if not link_measured:
-            return self._switch("local", "link back: measuring its rate", now, forced=True)
+            return self._switch(LOCAL, "link back: measuring its rate", now, forced=True)
         eligible = {n: p for n, p in predictions.items() if self.eligible(n, p, blocked)}
         best = min(eligible, key=lambda n: eligible[n].latency_s)
         current = predictions.get(self.current)

@@ -27,6 +27,7 @@ from fsplit_ros.modes import MODES, candidate_name
 from fsplit_ros.policy.link_profile import CandidateProfile, LinkProfile, ProfileTiming
 from fsplit_ros.profiling.fidelity import attach_fidelity, load_record
 from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
+from fsplit_ros.runtime.payload_modes import PAYLOAD_MODES
 
 METHOD = "round-robin"   # in cache file names: profiles timed the older way are measured again
 MAX_OTHER_CPU_LOAD = 0.25  # a profile timed while other processes used more of the CPUs is not cached
@@ -86,11 +87,15 @@ def sample_frames(n: int = 8) -> list[np.ndarray]:
 
 
 def candidates(encoder: OnboardEncoder) -> list[tuple[str, str, int | None]]:
-    """(candidate name, mode, split index) for every configuration the policy can choose."""
-    out = [("local", "local", None), ("image", "image", 0)]
-    if encoder.entropy_codec is not None:
-        out.append(("bottleneck", "bottleneck", encoder.dep.bottleneck.config.injection_split))
-    out += [(candidate_name("split", i), "split", i) for i in encoder.dep.compressive_split_indices()]
+    """(candidate name, mode, split index) for every configuration the policy can choose: each mode
+    this deployment can send, a split-point mode once per compressive split point."""
+    dep = encoder.dep
+    out = []
+    for mode in encoder.available_modes():
+        if MODES[mode].per_split_point:
+            out += [(candidate_name(mode, i), mode, i) for i in dep.compressive_split_indices()]
+        else:
+            out.append((mode, mode, PAYLOAD_MODES[mode].split_index(dep) if mode in PAYLOAD_MODES else None))
     return out
 
 
@@ -121,19 +126,6 @@ class RoundRobinTimer:
                 fn()
                 self.samples[key].append((self.clock() - t0) * 1e3)
         return {key: statistics.median(times) for key, times in self.samples.items()}
-
-
-def bottleneck_fidelity(dep: Deployment) -> tuple[float | None, str]:
-    """How often the bottleneck's results agree with the unmodified model's, as its training run
-    measured on held-out frames (top-1 agreement; fidelity mAP@0.5 for detectors), and where that
-    number comes from: the link monitor's `min_fidelity` keeps it out below a floor. (None, "")
-    when the checkpoint has no record."""
-    heldout = (dep.bottleneck_metadata or {}).get("heldout", {})
-    for metric in ("top1_agreement", "fidelity_map50"):
-        if isinstance(heldout.get(metric), (int, float)):
-            return (float(heldout[metric]),
-                    f"checkpoint held-out {metric} ({heldout.get('frames', '?')} frames)")
-    return None, ""
 
 
 @torch.no_grad()
@@ -167,8 +159,7 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
             payloads = [enc.encode(p, mode, split) for p in prepared]
             sizes = [len(p) for p in payloads]
             entry.bytes, entry.bytes_p95 = float(np.mean(sizes)), float(np.percentile(sizes, 95))
-            if mode == "bottleneck":
-                entry.fidelity, entry.fidelity_source = bottleneck_fidelity(dep)
+            entry.fidelity, entry.fidelity_source = PAYLOAD_MODES[mode].checkpoint_fidelity(dep)
             if MODES[mode].per_split_point:
                 point = dep.split_point(split)
                 entry.layer, entry.compression, entry.shape = point.name, point.compression, list(point.shape)

@@ -15,7 +15,6 @@ from fsplit_ros.modes import OFFLOAD_MODES
 from fsplit_ros.payload import OversizedPayload, PayloadHeader, ShapeMismatch
 
 if TYPE_CHECKING:   # the classes below are called by these, never the other way round
-    from fsplit_ros.codecs.base import Encoded
     from fsplit_ros.runtime.deployment import Deployment
     from fsplit_ros.runtime.offboard import EdgeDecoder
     from fsplit_ros.runtime.onboard import OnboardEncoder, PreparedFrame
@@ -29,7 +28,14 @@ class DecodedFrame:
 
 
 class SplitPayloads:
-    """A natural-bottleneck tensor of the unchanged model (Dynamic Split Computing)."""
+    """A natural-bottleneck tensor of the unchanged model (Dynamic Split Computing): one candidate
+    per compressive split point (modes.Mode.per_split_point)."""
+
+    def split_index(self, dep: "Deployment") -> int | None:
+        return None
+
+    def checkpoint_fidelity(self, dep: "Deployment") -> tuple[float | None, str]:
+        return None, ""
 
     def encode(self, enc: "OnboardEncoder", frame: "PreparedFrame", split_index: int | None):
         index = split_index or enc.split_index
@@ -49,6 +55,21 @@ class SplitPayloads:
 
 class BottleneckPayloads:
     """FrankenSplit's entropy-coded latent: needs the same bottleneck checkpoint on both ends."""
+
+    def split_index(self, dep: "Deployment") -> int | None:
+        """The injection point its decoder reconstructs."""
+        return dep.bottleneck.config.injection_split
+
+    def checkpoint_fidelity(self, dep: "Deployment") -> tuple[float | None, str]:
+        """How often the bottleneck's results agree with the unmodified model's, as its training run
+        measured on held-out frames (top-1 agreement; fidelity mAP@0.5 for detectors), and where that
+        number comes from; (None, "") when the checkpoint has no record."""
+        heldout = (dep.bottleneck_metadata or {}).get("heldout", {})
+        for metric in ("top1_agreement", "fidelity_map50"):
+            if isinstance(heldout.get(metric), (int, float)):
+                return (float(heldout[metric]),
+                        f"checkpoint held-out {metric} ({heldout.get('frames', '?')} frames)")
+        return None, ""
 
     def encode(self, enc: "OnboardEncoder", frame: "PreparedFrame", split_index: int | None):
         if enc.entropy_codec is None:
@@ -71,6 +92,12 @@ class BottleneckPayloads:
 
 class ImagePayloads:
     """The model-input crop, or the whole camera frame, as an image file (full offload)."""
+
+    def split_index(self, dep: "Deployment") -> int | None:
+        return 0
+
+    def checkpoint_fidelity(self, dep: "Deployment") -> tuple[float | None, str]:
+        return None, ""   # the codec's: the backbone's fidelity record (profiling/fidelity.py)
 
     def encode(self, enc: "OnboardEncoder", frame: "PreparedFrame", split_index: int | None):
         pixels = frame.crop if enc.image_resolution == "model" else frame.rgb

@@ -216,7 +216,8 @@ def test_a_busy_edge_makes_offloading_look_as_slow_as_it_is():
 
 
 def test_profile_records_the_bottleneck_checkpoints_held_out_fidelity():
-    from fsplit_ros.profiling.profiler import bottleneck_fidelity
+    from fsplit_ros.runtime.payload_modes import PAYLOAD_MODES
+    bottleneck_fidelity = PAYLOAD_MODES["bottleneck"].checkpoint_fidelity
 
     class Dep:
         bottleneck_metadata = {"heldout": {"frames": 114, "fidelity_map50": 0.79, "mse": 0.1}}

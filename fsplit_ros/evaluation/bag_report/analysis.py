@@ -9,7 +9,7 @@ import numpy as np
 
 from fsplit_ros.evaluation.bag_report.records import (CLOCK_DELAY_LIMIT_MS, CLOCK_NOTE, NS, BagData, Payload,
                                                       Result, RobotData)
-from fsplit_ros.modes import mode_order
+from fsplit_ros.modes import LOCAL, mode_order
 
 def _nanmean(values) -> float | None:
     a = np.asarray(list(values), dtype=float)
@@ -102,7 +102,7 @@ def _per_result(robot: RobotData, by_stamp: dict[int, list[Payload]], rel) -> li
     out = []
     for r in robot.results:
         p = payload_for(r, by_stamp)
-        out.append({"t_s": rel(r.t), "stamp_ns": r.stamp, "mode": p.mode if p else "local",
+        out.append({"t_s": rel(r.t), "stamp_ns": r.stamp, "mode": p.mode if p else LOCAL,
                     "split_index": p.split_index if p else None, "latency_ms": (r.t - r.stamp) / 1e6,
                     "result": task.summary_json(r.summary)})
     return out

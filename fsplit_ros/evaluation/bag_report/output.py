@@ -8,6 +8,7 @@ import numpy as np
 
 from fsplit_ros.evaluation.bag_report.analysis import _ordered
 from fsplit_ros.evaluation.bag_report.records import MODE_COLORS
+from fsplit_ros.modes import MODES, candidate_name
 
 def _f(value, fmt: str = ".1f", none: str = "-") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -53,7 +54,7 @@ def format_table(report: dict) -> str:
             bm = pay["by_mode"].get(mode)
             lat = r["latency_ms"]["by_mode"].get(mode, {"count": 0})
             ag = agr.get("by_mode", {}).get(mode)
-            splits = f"@{','.join(bm['split_indices'])}" if bm and mode == "split" else ""
+            splits = f"@{','.join(bm['split_indices'])}" if bm and mode in MODES and MODES[mode].per_split_point else ""
             lines.append(
                 f"  {mode + splits:<11}{lat['count']:>8}{bm['frames'] if bm else 0:>9}"
                 f"{_f(bm and bm['bytes_mean'], '.0f'):>12}"
@@ -77,8 +78,7 @@ def format_table(report: dict) -> str:
             lines.append(f"    {'start s':>8}{'end s':>8}  {'mode':<14}{'rate Mbit/s':>12}  reason")
             for seg in r["mode_timeline"]:
                 # split_index 0 in a LinkState = the encoder's default split point
-                label = seg["mode"] + (f"@{seg['split_index']}" if seg["mode"] == "split" and seg["split_index"]
-                                       else "")
+                label = candidate_name(seg["mode"], seg["split_index"]) if seg["split_index"] else seg["mode"]
                 lines.append(f"    {seg['start_s']:8.2f}{seg['end_s']:8.2f}  {label:<14}"
                              f"{seg['rate_bps_mean'] / 1e6:12.2f}  {seg['reason']}")
         cd = r["clock"]["camera_to_recorder_ms"]
