@@ -24,7 +24,8 @@ for model in $MODELS; do
   case $model in
     lite0) config=config/train_lite0_deep.yaml ;;
     nanodet) config=config/train_nanodet_deep.yaml ;;
-    *) echo "unknown model '$model' (lite0 nanodet)" >&2; exit 2 ;;
+    lite2) config=config/train_lite2_deep.yaml ;;
+    *) echo "unknown model '$model' (lite0 nanodet lite2)" >&2; exit 2 ;;
   esac
   for line in $LINES; do
     case $line in

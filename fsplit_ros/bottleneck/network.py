@@ -88,7 +88,7 @@ class BottleneckConfig:
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        side = self.input_size // self.latent_stride
+        side = -(-self.input_size // self.latent_stride)   # "same"-padded strides round up (Lite2: 260 -> 9)
         return (self.latent_channels, side, side)
 
 
@@ -230,7 +230,7 @@ class FrankenSplitBottleneck(nn.Module):
         super().__init__()
         if config.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder '{config.encoder}': use one of {ENCODERS}")
-        if config.input_size % 8:
+        if config.encoder == "image" and config.input_size % 8:
             raise ValueError(f"input_size must be a multiple of 8, got {config.input_size}")
         if config.target_stride not in TARGET_STRIDES:
             raise ValueError(f"the decoder blueprint supports target strides {TARGET_STRIDES}, got "
@@ -256,7 +256,7 @@ class FrankenSplitBottleneck(nn.Module):
         if config.latent_stride % config.target_stride:
             raise ValueError(f"the latent grid (stride {config.latent_stride}) must be the target's "
                              f"(stride {config.target_stride}) or coarser: raise transform_stride")
-        if config.input_size % config.latent_stride:
+        if config.encoder == "image" and config.input_size % config.latent_stride:
             raise ValueError(f"input_size {config.input_size} is not a multiple of the latent stride "
                              f"{config.latent_stride}")
         self.config = config
@@ -327,12 +327,18 @@ class FrankenSplitBottleneck(nn.Module):
         return self.entropy_bottleneck.compress(z), tuple(z.shape[1:])
 
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], latent_shape: tuple[int, ...],
-                   max_abs_latent: float | None = None) -> torch.Tensor:
-        """Edge: bitstreams -> reconstructed shallow features h_tilde (N,C_h,h,w)."""
+    def decompress_latent(self, strings: list[bytes], latent_shape: tuple[int, ...],
+                          max_abs_latent: float | None = None) -> torch.Tensor:
+        """Edge: bitstreams -> the rounded latent z_hat (what every decoder of this encoder reads)."""
         if not self.has_tables():
             raise RuntimeError("entropy tables are missing: load a trained checkpoint")
         z_hat = self.entropy_bottleneck.decompress(strings, tuple(latent_shape[-2:]))
         if max_abs_latent is not None and not bool(z_hat.abs().le(max_abs_latent).all()):
             raise ValueError(f"decoded latent outside +-{max_abs_latent}: not a stream of this encoder")
-        return self.g_s(z_hat)
+        return z_hat
+
+    @torch.no_grad()
+    def decompress(self, strings: list[bytes], latent_shape: tuple[int, ...],
+                   max_abs_latent: float | None = None) -> torch.Tensor:
+        """Edge: bitstreams -> reconstructed shallow features h_tilde (N,C_h,h,w)."""
+        return self.g_s(self.decompress_latent(strings, latent_shape, max_abs_latent))

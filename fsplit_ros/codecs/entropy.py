@@ -36,7 +36,14 @@ class EntropyCodec:
         strings, latent = self.bottleneck.compress(x)
         return Encoded(body=strings[0], shape=(1, *latent), dtype="int8")
 
+    @torch.no_grad()
     def decode(self, body: memoryview, header: PayloadHeader) -> torch.Tensor:
+        """The features at the injection point (this bottleneck's own decoder g_s)."""
+        return self.bottleneck.g_s(self.decode_latent(body, header))
+
+    @torch.no_grad()
+    def decode_latent(self, body: memoryview, header: PayloadHeader) -> torch.Tensor:
+        """The rounded latent z_hat, checked: what every decoder of this encoder reads (issue 19)."""
         if tuple(header.shape) != self.latent_shape:
             raise ShapeMismatch(f"latent shape {header.shape} does not match this bottleneck's "
                                 f"{self.latent_shape}")
@@ -49,6 +56,6 @@ class EntropyCodec:
             raise CorruptPayload("rANS body has an invalid initial state")
         padded = bytes(body) + bytes(4 * numel + 16 * len(body) + 16)
         try:
-            return self.bottleneck.decompress([padded], header.shape, max_abs_latent=MAX_ABS_LATENT)
+            return self.bottleneck.decompress_latent([padded], header.shape, max_abs_latent=MAX_ABS_LATENT)
         except (RuntimeError, ValueError) as exc:
             raise CorruptPayload(f"rANS bitstream does not decode: {exc}") from exc

@@ -3,6 +3,8 @@ results with the camera frame's header, plus FrameFeedback for the robot's link 
 
 One decoder can serve several robots: for each namespace NS in robot_namespaces it uses
   sub NS/compressed_feature, NS/link_probe    pub NS/classification, NS/frame_feedback, NS/link_probe_echo
+(NS/detections for a detector), and NS/<model>/classification for every further model in `models`
+that answers the same bottleneck payloads through its decoder (runtime/shared_models.py).
 Frames that arrive together are decoded in one batch (one tail call per split point). Queues are
 bounded per robot (the newest frames win), and a bad payload is dropped with a typed reason.
 """
@@ -24,8 +26,10 @@ from fsplit_ros.nodes.throttle import PerKindThrottle
 from fsplit_ros.payload import Limits, PayloadError
 from fsplit_ros.payload.errors import ERROR_KINDS
 from fsplit_ros.modes import PIXEL_MODES
+from fsplit_ros.bottleneck.shared import SharedDecoderMismatch
 from fsplit_ros.runtime import Deployment, EdgeDecoder
-from fsplit_ros.nodes.runner import run_node
+from fsplit_ros.runtime.shared_models import SharedModel
+from fsplit_ros.nodes.runner import NodeSetupError, run_node
 
 PARAMETERS = [
     Param("backbone", "efficientnet_lite0", "Model name; must match the robots.", read_only=True),
@@ -34,6 +38,11 @@ PARAMETERS = [
           "empty = none.", read_only=True),
     Param("robot_namespaces", [""], "Namespaces of the robots served; '' = this node's namespace.",
           read_only=True),
+    Param("models", [""], "Edge models answering the robots' bottleneck payloads: backbone (through its "
+          "bottleneck's own decoder) and others, each through a decoder fitted to that bottleneck "
+          "(<model>_from_<backbone>.pt in decoder_dir), published on <model>/<result topic>; "
+          "[''] = backbone alone.", read_only=True),
+    Param("decoder_dir", "", "Folder of the shared-encoder decoders; empty = the shipped weights.", read_only=True),
     Param("max_batch", 8, "Frames decoded together in one tail call.", low=1, high=64),
     Param("batch_window_ms", 5.0, "Wait this long after a frame for more to batch with it.", low=0.0,
           high=1000.0),
@@ -74,6 +83,9 @@ class RobotLink:
         self.queue: deque = deque(maxlen=queue_len)   # newest wins when the edge falls behind
         task = node.decoder.dep.task
         self.result_pub = node.create_publisher(result_type(task), f"{prefix}{task.result_topic}", 10)
+        self.shared_pubs = {m.name: node.create_publisher(result_type(m.deployment.task),
+                                                          f"{prefix}{m.name}/{m.deployment.task.result_topic}", 10)
+                            for m in node.decoder.shared_models}
         self.feedback_pub = node.create_publisher(FrameFeedback, f"{prefix}frame_feedback", 50)
         self.echo_pub = node.create_publisher(LinkProbe, f"{prefix}link_probe_echo", PROBE_QOS)
         reliable_newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -118,7 +130,7 @@ class DecoderNode(Node):
         deployment = Deployment.load(self.p["backbone"], self.p["weights"] or None,
                                      self.p["bottleneck_checkpoint"] or None)
         limits = Limits(self.p["max_payload_bytes"], self.p["max_tensor_bytes"], self.p["max_image_side"])
-        self.decoder = EdgeDecoder(deployment, limits, self._refused_modes())
+        self.decoder = EdgeDecoder(deployment, limits, self._refused_modes(), self._shared_models(deployment))
         self.rejections = PerKindThrottle(REJECT_LOG_PERIOD_S)   # rejected frames per kind
         self.bad_probes = PerKindThrottle(REJECT_LOG_PERIOD_S)
         self._cv = threading.Condition()
@@ -129,6 +141,23 @@ class DecoderNode(Node):
         self.get_logger().info(
             f"decoder ready: {deployment.name}, modes {sorted(self.decoder.hashes)}, serving "
             f"{[r.name for r in self.robots]}")
+
+    def _shared_models(self, deployment: Deployment) -> list[SharedModel]:
+        """The further models of `models`, each with its decoder checked against this bottleneck."""
+        models = [m for m in self.p["models"] if m] or [deployment.name]
+        if deployment.name not in models:
+            raise NodeSetupError(f"models {models} must include backbone '{deployment.name}': its bottleneck is "
+                                 f"the encoder the robots send with, and the other models read its latent")
+        shared = []
+        for name in dict.fromkeys(m for m in models if m != deployment.name):
+            try:
+                shared.append(SharedModel.load(name, deployment, self.p["decoder_dir"] or None))
+            except (SharedDecoderMismatch, ValueError) as exc:
+                raise NodeSetupError(f"cannot serve model '{name}': {exc}") from None
+            self.get_logger().info(f"{name} answers bottleneck payloads too (decoder {shared[-1].decoder_hash[:12]} "
+                                   f"fitted to this bottleneck); split and image payloads are "
+                                   f"{deployment.name}'s alone")
+        return shared
 
     def _refused_modes(self) -> frozenset:
         return frozenset() if self.p["allow_image_mode"] else PIXEL_MODES
@@ -214,12 +243,19 @@ class DecoderNode(Node):
                 failed.append((robot, received, msg, exc))
             except Exception as exc:  # a bug must cost this frame only, never the batch
                 failed.append((robot, received, msg, InternalDecodeError(f"{type(exc).__name__}: {exc}")))
-        outputs = self.decoder.run_tails([d[3] for d in decoded]) if decoded else []
-        edge_time = time.perf_counter() - start
+        frames = [d[3] for d in decoded]
+        outputs = self.decoder.run_tails(frames) if decoded else []
+        shared = self.decoder.run_shared_models(frames) if decoded else {}
+        edge_time = time.perf_counter() - start   # every model's time: the link monitor's edge factor counts it
         finished = wall_time_msg()
-        for (robot, received, msg, _), logits in zip(decoded, outputs):
+        for k, ((robot, received, msg, _), logits) in enumerate(zip(decoded, outputs)):
             robot.result_pub.publish(result_msg(self.decoder.dep, msg.header, logits, msg.image_width,
                                                 msg.image_height, self.p["top_k"]))
+            for model in self.decoder.shared_models:
+                if shared[model.name][k] is not None:
+                    robot.shared_pubs[model.name].publish(result_msg(
+                        model.deployment, msg.header, shared[model.name][k], msg.image_width,
+                        msg.image_height, self.p["top_k"]))
             robot.feedback_pub.publish(self._feedback(robot, msg, received, finished, edge_time,
                                                       len(decoded), ok=True))
         for robot, received, msg, exc in failed:
@@ -237,10 +273,11 @@ class DecoderNode(Node):
                              error=error[:500])
 
     def destroy_node(self):
-        with self._cv:
-            self._running = False
-            self._cv.notify_all()
-        self._worker.join(timeout=5)
+        if hasattr(self, "_worker"):   # not when the node never finished starting (NodeSetupError)
+            with self._cv:
+                self._running = False
+                self._cv.notify_all()
+            self._worker.join(timeout=5)
         return super().destroy_node()
 
 

@@ -9,13 +9,17 @@ from fsplit_ros.modes import MODES
 from fsplit_ros.payload import Limits, RefusedMode, unpack_payload
 from fsplit_ros.runtime.deployment import Deployment
 from fsplit_ros.runtime.payload_modes import PAYLOAD_MODES, DecodedFrame
+from fsplit_ros.runtime.shared_models import SharedModel
 
 
 class EdgeDecoder:
-    def __init__(self, deployment: Deployment, limits: Limits = Limits(), refused_modes=frozenset()):
+    def __init__(self, deployment: Deployment, limits: Limits = Limits(), refused_modes=frozenset(),
+                 shared_models: list[SharedModel] = ()):
         """refused_modes: modes rejected (RefusedMode) right after the header checks, before their
-        body is decoded; e.g. {"image"} where no pixels may be processed. May be changed later."""
+        body is decoded; e.g. {"image"} where no pixels may be processed. May be changed later.
+        shared_models: further models that answer bottleneck payloads too (runtime/shared_models.py)."""
         self.dep = deployment
+        self.shared_models = list(shared_models)
         self.limits = limits
         self.refused_modes = frozenset(refused_modes)
         self.hashes = deployment.model_hashes()
@@ -47,3 +51,16 @@ class EdgeDecoder:
             for j, i in enumerate(idx):
                 outputs[i] = out[j:j + 1]
         return outputs
+
+    def run_shared_models(self, frames: list[DecodedFrame]) -> dict[str, list[torch.Tensor | None]]:
+        """Per shared model, its output for each frame that carries a latent (None for the others:
+        split and image payloads belong to the deployment's model alone)."""
+        with_latent = [i for i, f in enumerate(frames) if f.latent is not None]
+        results = {}
+        for model in self.shared_models:
+            outputs: list[torch.Tensor | None] = [None] * len(frames)
+            if with_latent:
+                for i, out in zip(with_latent, model.outputs([frames[i].latent for i in with_latent])):
+                    outputs[i] = out
+            results[model.name] = outputs
+        return results

@@ -25,6 +25,7 @@ class DecodedFrame:
     header: PayloadHeader
     features: torch.Tensor     # input of the tail
     tail_from: int             # split index the tail starts at
+    latent: torch.Tensor | None = None   # bottleneck payloads: the rounded latent further models read
 
 
 class SplitPayloads:
@@ -82,7 +83,10 @@ class BottleneckPayloads:
         if header.split_index != injection:
             raise ShapeMismatch(f"bottleneck payload for injection point {header.split_index}, "
                                 f"this bottleneck injects at {injection}")
-        return DecodedFrame(header, dec.entropy_codec.decode(body, header), header.split_index)
+        latent = dec.entropy_codec.decode_latent(body, header)
+        with torch.no_grad():
+            features = dec.dep.bottleneck.g_s(latent)
+        return DecodedFrame(header, features, header.split_index, latent)
 
     def model_hash(self, dep: "Deployment") -> str | None:
         if not dep.bottleneck_hash:

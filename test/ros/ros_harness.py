@@ -162,14 +162,14 @@ class RosProbe:
 
 
 @contextmanager
-def encoder_decoder_graph(log_dir: Path, params: dict, results: tuple[str, type]):
-    """The package's encoder and decoder as separate processes (same `params`; the encoder starts in
-    split mode and reads camera/image_raw), and a probe that publishes camera frames and link_state
-    commands and records `results` (topic, type), payloads, edge feedback and onboard timings.
-    Yields (probe, image_pub, state_pub, encoder, decoder)."""
+def encoder_decoder_graph(log_dir: Path, params: dict, results: tuple[str, type], decoder_params: dict | None = None):
+    """The package's encoder and decoder as separate processes (same `params`, plus `decoder_params`
+    for the decoder; the encoder starts in split mode and reads camera/image_raw), and a probe that
+    publishes camera frames and link_state commands and records `results` (topic, type), payloads,
+    edge feedback and onboard timings. Yields (probe, image_pub, state_pub, encoder, decoder)."""
     from sensor_msgs.msg import Image
     from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState, OnboardTiming
-    decoder = NodeProcess.ros_executable("decoder_node", log_dir, params=params)
+    decoder = NodeProcess.ros_executable("decoder_node", log_dir, params={**params, **(decoder_params or {})})
     encoder = NodeProcess.ros_executable("encoder_node", log_dir, params={**params, "mode": "split"},
                                          remaps={"image": "camera/image_raw"})
     probe = RosProbe()

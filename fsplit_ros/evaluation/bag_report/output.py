@@ -96,6 +96,14 @@ def _slug(ns: str) -> str:
     return ns.strip("/").replace("/", "_") or "root"
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
     """bitrate.png, latency_cdf.png and mode_timeline.png per robot (prefixed by the namespace when
     the bag has several robots)."""
@@ -127,10 +135,7 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
         ax.set_title(f"{title}: payload bitrate by mode ({br['bin_s']:g} s bins)")
         if br["bps_by_mode"] or ls["t_s"]:
             ax.legend(loc="upper right")
-        fig.tight_layout()
-        written.append(out_dir / f"{prefix}bitrate.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(_save(fig, out_dir / f"{prefix}bitrate.png"))
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         results = r["series"]["results"]
@@ -148,10 +153,7 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
         ax.set_title(f"{title}: latency CDF per mode")
         if results:
             ax.legend(loc="lower right")
-        fig.tight_layout()
-        written.append(out_dir / f"{prefix}latency_cdf.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(_save(fig, out_dir / f"{prefix}latency_cdf.png"))
 
         fig, ax = plt.subplots(figsize=(10, 4))
         seen = set()
@@ -169,10 +171,7 @@ def write_plots(report: dict, out_dir: str | Path) -> list[Path]:
         ax.set_xlabel("time (s)")
         ax.set_ylabel("Mbit/s")
         ax.set_title(f"{title}: commanded mode over the link monitor's measured rate")
-        fig.tight_layout()
-        written.append(out_dir / f"{prefix}mode_timeline.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(_save(fig, out_dir / f"{prefix}mode_timeline.png"))
     return written
 
 

@@ -1,0 +1,60 @@
+"""Further edge models served by one payload (issue 19): each reads the rounded latent of the
+deployment's bottleneck (the shared encoder) through its own fitted decoder and runs its own tail.
+
+The robot sends one bottleneck payload per frame, whatever the number of models on the edge; the
+deployment's own model decodes it with the bottleneck's g_s, every `SharedModel` with its decoder
+(fsplit_ros/bottleneck/shared.py). A decoder fitted to another encoder is refused when it is
+loaded, with the reason. Split and image payloads belong to the deployment's model alone."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fsplit_ros.bottleneck.shared import SharedDecoder, SharedDecoderMismatch, load_shared_decoder
+from fsplit_ros.runtime.deployment import DEFAULT_WEIGHTS_DIR, Deployment
+
+
+def default_decoder_path(model: str, encoder_backbone: str, directory: str | Path | None = None) -> Path:
+    """Where the decoder of `model` for `encoder_backbone`'s shared encoder is looked for."""
+    return Path(directory or DEFAULT_WEIGHTS_DIR) / f"{model}_from_{encoder_backbone}.pt"
+
+
+@dataclass
+class SharedModel:
+    name: str
+    deployment: Deployment          # the edge model (no bottleneck of its own)
+    decoder: SharedDecoder
+    decoder_hash: str
+    tail: torch.nn.Module
+
+    @classmethod
+    def load(cls, name: str, encoder: Deployment, decoder_dir: str | Path | None = None,
+             weights: str | Path | None = None) -> "SharedModel":
+        """`name`'s decoder for `encoder`'s bottleneck, checked against it and against the model."""
+        if encoder.bottleneck is None:
+            raise SharedDecoderMismatch(f"{name} would read the latent of {encoder.name}'s bottleneck, but "
+                                        f"none is loaded: set bottleneck_checkpoint")
+        path = default_decoder_path(name, encoder.name, decoder_dir)
+        if not path.is_file():
+            raise SharedDecoderMismatch(
+                f"no decoder of {name} for {encoder.name}'s encoder at {path}: fit one with python -m "
+                f"fsplit_ros.training.shared_decoder --target {name} --encoder {encoder.name}")
+        decoder, info = load_shared_decoder(path, encoder_hash=encoder.bottleneck_hash)
+        cfg = decoder.config
+        if cfg.backbone != name:
+            raise SharedDecoderMismatch(f"{path} decodes for {cfg.backbone}, not {name}")
+        dep = Deployment.load(name, weights, bottleneck=None)
+        want = dep.split_point(cfg.injection_split).shape
+        if (1, cfg.target_channels, cfg.target_side, cfg.target_side) != tuple(want):
+            raise SharedDecoderMismatch(f"{path} reconstructs {cfg.target_channels}x{cfg.target_side}^2 at split "
+                                        f"{cfg.injection_split}, but {name} has {want} there")
+        tail = dep.splittable.tail(cfg.injection_split)
+        return cls(name, dep, decoder, info["hash"], tail)
+
+    @torch.no_grad()
+    def outputs(self, latents: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One batched decoder + tail call over the frames' latents; one output per frame."""
+        out = self.tail(self.decoder(torch.cat(latents)))
+        return [out[i:i + 1] for i in range(len(latents))]

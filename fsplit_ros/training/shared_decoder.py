@@ -1,0 +1,223 @@
+"""Fit a decoder for another edge model to a frozen shared encoder, and measure it as it trains.
+
+    python -m fsplit_ros.training.shared_decoder --target efficientnet_lite2 --out runs/shared_lite2 \
+        [--encoder efficientnet_lite0] [--steps 600] [--resume]
+
+The encoder is the shipped bottleneck of `--encoder` (its frozen layers, linear transform and prior:
+what the robot sends). For every training frame the rounded latent the edge would decode and the
+target model's own features and logits (on its own preprocessing of the same frame) are computed
+once; the decoder then trains on them with the bottleneck work's objective: a relative MSE on the
+features plus KD (KL to the target's logits) through the target's frozen tail. Every `--eval-every`
+steps it is scored on held-out families A and B (top-1 agreement with the unmodified target on its
+own preprocessing, Wilson interval): the curve of fidelity vs decoder steps. The payload bytes are
+the encoder's, measured with the real rANS coder on the held-out frames.
+
+Resumable: the state (decoder, optimiser, curve) is saved every `--checkpoint-every` steps and at
+the end; `--resume` continues from it (the cached features are reused: `--cache`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fsplit_ros.bottleneck.shared import SharedDecoder, SharedDecoderConfig, save_shared_decoder
+from fsplit_ros.evaluation.intervals import wilson_interval
+
+STATE = "state.pt"
+
+
+@dataclass
+class Pairs:
+    """Per frame: the rounded shared latent, the target's features at its injection point, its logits."""
+    latents: torch.Tensor
+    features: torch.Tensor
+    logits: torch.Tensor
+    bytes: list[int]
+
+
+def _frames(sources, limit: int) -> list[np.ndarray]:
+    from fsplit_ros.datasets.frames import load_frames
+    frames = [f.rgb for f in load_frames(sources)]
+    if limit and len(frames) > limit:
+        keep = np.linspace(0, len(frames) - 1, limit).round().astype(int)
+        frames = [frames[i] for i in keep]
+    return frames
+
+
+@torch.no_grad()
+def compute_pairs(encoder_dep, target_dep, injection: int, frames: list[np.ndarray], batch: int = 16,
+                  measure_bytes: bool = False) -> Pairs:
+    bottleneck = encoder_dep.bottleneck
+    eb = bottleneck.entropy_bottleneck
+    medians = eb._get_medians()
+    head, tail = target_dep.splittable.head(injection), target_dep.splittable.tail(injection)
+    latents, features, logits, sizes = [], [], [], []
+    for k in range(0, len(frames), batch):
+        chunk = frames[k:k + batch]
+        x = torch.cat([encoder_dep.pixels_to_tensor(encoder_dep.model_pixels(f)) for f in chunk])
+        z = bottleneck.g_a(x)
+        latents.append(eb.quantize(z, "dequantize", medians).half())
+        if measure_bytes:
+            sizes += [len(s) for s in eb.compress(z)]
+        y = torch.cat([target_dep.pixels_to_tensor(target_dep.model_pixels(f)) for f in chunk])
+        h = head(y)
+        features.append(h.half())
+        logits.append(tail(h))
+    return Pairs(torch.cat(latents), torch.cat(features), torch.cat(logits), sizes)
+
+
+@torch.no_grad()
+def agreement(decoder: SharedDecoder, tail, pairs: Pairs, batch: int = 64) -> dict:
+    decoder.eval()
+    hits = 0
+    for k in range(0, len(pairs.latents), batch):
+        out = tail(decoder(pairs.latents[k:k + batch].float()))
+        hits += int((out.argmax(1) == pairs.logits[k:k + batch].argmax(1)).sum())
+    n = len(pairs.latents)
+    lo, hi = wilson_interval(hits, n)
+    return {"frames": n, "top1_agreement": hits / n, "low": lo, "high": hi}
+
+
+def train(target: str, out: Path, encoder: str = "efficientnet_lite0", steps: int = 600, batch: int = 32,
+          lr: float = 5e-4, kd_weight: float = 1.0, distill_weight: float = 1.0, eval_every: int = 100,
+          checkpoint_every: int = 100, train_frames: int = 2000, heldout_frames: int = 600,
+          resume: bool = False, cache: Path | None = None, threads: int = 2, seed: int = 0,
+          progress: bool = True) -> dict:
+    from fsplit_ros.datasets.frames import default_corpus, heldout_families
+    from fsplit_ros.runtime import Deployment
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
+    enc = Deployment.load(encoder)
+    if enc.bottleneck is None:
+        raise ValueError(f"{encoder} has no shipped bottleneck to share: pass --encoder with one")
+    tgt = Deployment.load(target, bottleneck=None)
+    if tgt.task.name != enc.task.name:
+        raise ValueError(f"{target} does {tgt.task.name} on its own input geometry; this fits decoders for "
+                         f"models of the encoder's task ({enc.task.name}) only")
+    injection = deep_injection(tgt)
+    tail = tgt.splittable.tail(injection)
+    tail.eval().requires_grad_(False)
+
+    cache = cache or out / "pairs.pt"
+    if cache.is_file():
+        blob = torch.load(cache, weights_only=False)
+        sets = {k: Pairs(**v) for k, v in blob.items()}
+        say(f"features from {cache}")
+    else:
+        train_sources, _ = default_corpus()
+        families = heldout_families()
+        t0 = time.time()
+        sets = {"train": compute_pairs(enc, tgt, injection, _frames(train_sources, train_frames))}
+        for name, sources in families.items():
+            sets[name] = compute_pairs(enc, tgt, injection, _frames(sources, heldout_frames), measure_bytes=True)
+        torch.save({k: vars(v) for k, v in sets.items()}, cache)
+        say(f"features of {sum(len(p.latents) for p in sets.values())} frames in {time.time() - t0:.0f} s")
+    trainset = sets["train"]
+    heldout = {k: v for k, v in sets.items() if k != "train"}
+
+    c, side = enc.bottleneck.config.latent_channels, trainset.latents.shape[-1]
+    target_shape = trainset.features.shape[1:]
+    config = SharedDecoderConfig(encoder_hash=enc.bottleneck_hash, encoder_backbone=encoder,
+                                 latent_channels=c, latent_side=side, backbone=target, injection_split=injection,
+                                 target_channels=target_shape[0], target_side=target_shape[-1])
+    decoder = SharedDecoder(config)
+    opt = torch.optim.Adam(decoder.parameters(), lr=lr)
+    feature_scale = float(trainset.features.float().pow(2).mean())
+    state_path = out / STATE
+    step, curve = 0, []
+    if resume and state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        decoder.load_state_dict(state["decoder"])
+        opt.load_state_dict(state["optimizer"])
+        step, curve = state["step"], state["curve"]
+        say(f"resumed at step {step}")
+    else:
+        residual = decoder.fit_linear(trainset.latents, trainset.features)
+        say(f"least-squares start: relative residual {residual:.3f} on the training pairs")
+        curve.append({"step": 0, **{f: agreement(decoder, tail, p) for f, p in heldout.items()}})
+        say("step 0: " + ", ".join(f"{f} {r['top1_agreement']:.3f}" for f, r in curve[-1].items() if f != "step"))
+
+    def save_state():
+        torch.save({"decoder": decoder.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                    "curve": curve}, state_path)
+
+    gen = torch.Generator().manual_seed(seed + step)
+    n = len(trainset.latents)
+    t0 = time.time()
+    while step < steps:
+        decoder.train()
+        idx = torch.randint(0, n, (batch,), generator=gen)
+        z, h, teacher = trainset.latents[idx].float(), trainset.features[idx].float(), trainset.logits[idx]
+        for group in opt.param_groups:   # cosine to 5 % of lr
+            group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        h_tilde = decoder(z)
+        loss = distill_weight * (h_tilde - h).pow(2).mean() / feature_scale
+        if kd_weight > 0:
+            log_p, log_q = teacher.log_softmax(1), tail(h_tilde).log_softmax(1)
+            loss = loss + kd_weight * (log_p.exp() * (log_p - log_q)).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % eval_every == 0 or step == steps:
+            curve.append({"step": step, **{f: agreement(decoder, tail, p) for f, p in heldout.items()}})
+            say(f"step {step} ({time.time() - t0:.0f} s): loss {float(loss):.4f}, "
+                + ", ".join(f"{f} {r['top1_agreement']:.3f}" for f, r in curve[-1].items() if f != "step"))
+        if step % checkpoint_every == 0 or step == steps:
+            save_state()
+    summary = {"encoder": encoder, "encoder_hash": enc.bottleneck_hash, "target": target,
+               "injection_split": injection, "steps": steps, "batch": batch, "lr": lr, "kd_weight": kd_weight,
+               "train_frames": n, "curve": curve,
+               "payload_bytes": {f: float(np.mean(p.bytes)) for f, p in heldout.items() if p.bytes}}
+    path = out / f"{target}_from_{encoder}.pt"
+    summary["decoder_hash"] = save_shared_decoder(decoder, path, metadata={
+        "heldout": curve[-1], "steps": steps, "trained_with": "python -m fsplit_ros.training.shared_decoder"})
+    summary["decoder"] = str(path)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def deep_injection(dep) -> int:
+    """The first stride-32 split point: where the shipped deep bottlenecks inject (Lite0 blocks.5.0)."""
+    for p in dep.split_points:
+        if dep.input_size / p.shape[-1] >= 28:
+            return p.index
+    raise ValueError(f"{dep.name} has no stride-32 split point")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", required=True, help="the edge model to fit a decoder for")
+    ap.add_argument("--encoder", default="efficientnet_lite0", help="backbone whose shipped bottleneck is shared")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--kd-weight", type=float, default=1.0)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--train-frames", type=int, default=2000)
+    ap.add_argument("--heldout-frames", type=int, default=600)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--cache", type=Path, default=None, help="features file (default OUT/pairs.pt)")
+    args = ap.parse_args(argv)
+    summary = train(args.target, args.out, args.encoder, args.steps, args.batch, args.lr, args.kd_weight,
+                    eval_every=args.eval_every, checkpoint_every=args.eval_every, train_frames=args.train_frames,
+                    heldout_frames=args.heldout_frames, resume=args.resume, cache=args.cache, threads=args.threads)
+    print(json.dumps({k: v for k, v in summary.items() if k != "curve"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
