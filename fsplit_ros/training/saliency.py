@@ -33,6 +33,7 @@ import torch
 from fsplit_ros.datasets.frames import Frame, frames_digest
 from fsplit_ros.models import LoadedBackbone
 from fsplit_ros.splitting import SplittableModel
+from fsplit_ros.tasks import TASKS
 
 METHOD = "gradcam-predicted-class/mean-normalised/v2"
 DETECTION_METHOD = "gradcam-top-cells-confidence/mean-normalised/v1"
@@ -86,15 +87,24 @@ def saliency_short_side(backbone: LoadedBackbone) -> int:
     return min(backbone.input_size, MAX_SALIENCY_SHORT_SIDE)
 
 
+# Per task (fsplit_ros/tasks.py): the method's name (in cache keys) and what Grad-CAM explains.
+SALIENCY = {
+    "classification": (METHOD, lambda backbone: predicted_class_score),
+    "detection": (DETECTION_METHOD, lambda backbone: detection_evidence(backbone.detector.config.num_classes)),
+}
+
+
+if set(SALIENCY) != set(TASKS):
+    raise ImportError(f"tasks {sorted(TASKS)} need a saliency entry each")
+
+
 def saliency_score_fn(backbone: LoadedBackbone):
     """What Grad-CAM explains: the predicted class, or a detector's own detection confidence."""
-    if backbone.detector is not None:
-        return detection_evidence(backbone.detector.config.num_classes)
-    return predicted_class_score
+    return SALIENCY[backbone.task.name][1](backbone)
 
 
 def saliency_method(backbone: LoadedBackbone) -> str:
-    return DETECTION_METHOD if backbone.detector is not None else METHOD
+    return SALIENCY[backbone.task.name][0]
 
 
 def saliency_input_size(height: int, width: int, short: int = 224,

@@ -42,6 +42,7 @@ from fsplit_ros.datasets.frames import (Augmentation, Frame, FrameDataset, Frame
 from fsplit_ros.models import LoadedBackbone, load_backbone
 from fsplit_ros.splitting import SplittableModel
 from fsplit_ros.training.config import TrainConfig
+from fsplit_ros.tasks import TASKS
 from fsplit_ros.training.saliency import cached_saliency
 
 STATE_FORMAT = "fsplit-train-state/1"
@@ -344,7 +345,6 @@ class BottleneckTrainer:
         # a lent (frozen) head up to the injection point computes exactly the teacher's h
         self.shares_teacher_head = (self.bcfg.backbone_head
                                     and self.bcfg.encoder_split == self.bcfg.injection_split)
-        self.is_detector = backbone.detector is not None
         self.stages = self._feature_stages(split) if cfg.feature_weight > 0 else []
         if cfg.train_patch and cfg.train_patch % self.bcfg.latent_stride:
             raise ValueError(f"train_patch {cfg.train_patch} must be a multiple of the latent stride "
@@ -543,15 +543,9 @@ class BottleneckTrainer:
         extra = torch.zeros((), device=self.device)
         if cfg.kd_weight > 0 or cfg.feature_weight > 0:
             student_out, student_feats = self.tail_outputs(h_tilde)
-            if cfg.kd_weight > 0 and self.is_detector:
-                out["kd"] = detection_kd(teacher_out, student_out, self.backbone.detector.config)
-                extra = extra + cfg.kd_weight * out["kd"]
-            elif cfg.kd_weight > 0:
-                t = cfg.kd_temperature
-                log_p = (teacher_out / t).log_softmax(1)
-                log_q = (student_out / t).log_softmax(1)
-                out["kd"] = (log_p.exp() * (log_p - log_q)).sum(1).mean() * t * t
-                out["top1_agreement"] = (student_out.argmax(1) == teacher_out.argmax(1)).float().mean()
+            if cfg.kd_weight > 0:
+                out.update(KD_TERMS[self.backbone.task.name](teacher_out, student_out, self.backbone,
+                                                             cfg.kd_temperature))
                 extra = extra + cfg.kd_weight * out["kd"]
             if cfg.feature_weight > 0:
                 # relative error per stage: each stage counts alike whatever its feature scale
@@ -699,12 +693,11 @@ class BottleneckTrainer:
         device = next(model.parameters()).device
         teacher = self.teacher.to(device)
         tail = self.tail.to(device)
-        detector = self.backbone.detector
+        score = HELDOUT_SCORES[self.backbone.task.name](self.backbone)
         n = len(self.heldout_set)
         indices = list(range(n)) if not limit or limit >= n else \
             torch.linspace(0, n - 1, limit).round().long().tolist()
-        totals = {"mse": 0.0, "bits_estimated": 0.0, "bytes": 0.0, "agree": 0.0, "kl": 0.0}
-        reference, predicted = [], []
+        totals = {"mse": 0.0, "bits_estimated": 0.0, "bytes": 0.0}
         for k in range(0, len(indices), batch_size):
             x = torch.stack([self.heldout_set[i]["image"] for i in indices[k:k + batch_size]]).to(device)
             h = teacher(x)
@@ -717,22 +710,10 @@ class BottleneckTrainer:
                 h_tilde, likelihoods = model(x)
             totals["bits_estimated"] += float(-torch.log2(likelihoods).sum())
             totals["mse"] += float((h - h_tilde).pow(2).mean(dim=(1, 2, 3)).sum())
-            if detector is not None:
-                reference += _canvas_detections(detector, tail(h), REFERENCE_THRESHOLD)
-                predicted += _canvas_detections(detector, tail(h_tilde), EVALUATION_THRESHOLD)
-                continue
-            log_p, log_q = tail(h).log_softmax(1), tail(h_tilde).log_softmax(1)
-            totals["agree"] += float((log_q.argmax(1) == log_p.argmax(1)).sum())
-            totals["kl"] += float((log_p.exp() * (log_p - log_q)).sum())
+            score.add(tail(h), tail(h_tilde))
         m = len(indices)
-        out = {"frames": m, "mse": totals["mse"] / m, "bits_estimated": totals["bits_estimated"] / m}
-        if detector is not None:
-            out["fidelity_map50"], out["fidelity_map50_95"] = fidelity_map(
-                reference, predicted, detector.config.num_classes)
-            out["fidelity_map50_lo"], out["fidelity_map50_hi"] = map50_interval(reference, predicted)
-            out["reference_detections"] = sum(len(r) for r in reference)
-        else:
-            out.update(top1_agreement=totals["agree"] / m, kl_divergence=totals["kl"] / m)
+        out = {"frames": m, "mse": totals["mse"] / m, "bits_estimated": totals["bits_estimated"] / m,
+               **score.result(m)}
         if real_coding:
             out["bytes_per_image"] = totals["bytes"] / m
             out["bits_per_image"] = 8 * totals["bytes"] / m
@@ -801,6 +782,64 @@ class BottleneckTrainer:
     def _say(self, text: str) -> None:
         if self.progress:
             print(text, file=sys.stderr)
+
+
+# --- what differs per task (fsplit_ros/tasks.py): the KD term and the held-out score ----------------
+
+def classification_kd(teacher_out: torch.Tensor, student_out: torch.Tensor, backbone, temperature: float) -> dict:
+    """KL(backbone || tail(h~)) of the class distributions at `temperature` (x T^2), and the batch's
+    top-1 agreement (logged)."""
+    t = temperature
+    log_p, log_q = (teacher_out / t).log_softmax(1), (student_out / t).log_softmax(1)
+    return {"kd": (log_p.exp() * (log_p - log_q)).sum(1).mean() * t * t,
+            "top1_agreement": (student_out.argmax(1) == teacher_out.argmax(1)).float().mean()}
+
+
+def detector_kd(teacher_out: torch.Tensor, student_out: torch.Tensor, backbone, temperature: float) -> dict:
+    return {"kd": detection_kd(teacher_out, student_out, backbone.detector.config)}
+
+
+class ClassificationHeldout:
+    """top1_agreement: how often tail(h~) predicts the backbone's own class; kl_divergence: KL of
+    the class distributions in nats (smoother)."""
+
+    def __init__(self, backbone):
+        self.agree = self.kl = 0.0
+
+    def add(self, teacher_out: torch.Tensor, student_out: torch.Tensor) -> None:
+        log_p, log_q = teacher_out.log_softmax(1), student_out.log_softmax(1)
+        self.agree += float((log_q.argmax(1) == log_p.argmax(1)).sum())
+        self.kl += float((log_p.exp() * (log_p - log_q)).sum())
+
+    def result(self, frames: int) -> dict:
+        return {"top1_agreement": self.agree / frames, "kl_divergence": self.kl / frames}
+
+
+class DetectionHeldout:
+    """fidelity_map50 (with its bootstrap interval) / fidelity_map50_95: tail(h~)'s detections
+    scored against tail(h)'s (evaluation/detection_fidelity.py)."""
+
+    def __init__(self, backbone):
+        self.detector = backbone.detector
+        self.reference, self.predicted = [], []
+
+    def add(self, teacher_out: torch.Tensor, student_out: torch.Tensor) -> None:
+        self.reference += _canvas_detections(self.detector, teacher_out, REFERENCE_THRESHOLD)
+        self.predicted += _canvas_detections(self.detector, student_out, EVALUATION_THRESHOLD)
+
+    def result(self, frames: int) -> dict:
+        out = {}
+        out["fidelity_map50"], out["fidelity_map50_95"] = fidelity_map(
+            self.reference, self.predicted, self.detector.config.num_classes)
+        out["fidelity_map50_lo"], out["fidelity_map50_hi"] = map50_interval(self.reference, self.predicted)
+        out["reference_detections"] = sum(len(r) for r in self.reference)
+        return out
+
+
+KD_TERMS = {"classification": classification_kd, "detection": detector_kd}
+HELDOUT_SCORES = {"classification": ClassificationHeldout, "detection": DetectionHeldout}
+if not set(TASKS) == set(KD_TERMS) == set(HELDOUT_SCORES):
+    raise ImportError(f"tasks {sorted(TASKS)} need a KD term and a held-out score each for bottleneck training")
 
 
 def _canvas_detections(detector, outputs: torch.Tensor, threshold: float) -> list[list]:
