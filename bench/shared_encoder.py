@@ -133,18 +133,16 @@ def main(argv=None) -> int:
               "decoder_training": {k: v for k, v in summary.items() if k != "curve"},
               "curve": summary["curve"], "families": rows}
     for fam, fam_rows in rows.items():
-        by = {r["configuration"]: r for r in fam_rows}
         shared_bytes = fam_rows[0]["bytes_mean"]
         both = fam_rows[0]["bytes_mean"] + fam_rows[2]["bytes_mean"]
         result.setdefault("two_models", {})[fam] = {
             "shared_payload_bytes": shared_bytes, "dedicated_payloads_bytes": both, "ratio": both / shared_bytes,
             "fidelity_gap_points": 100 * (fam_rows[2]["top1_agreement"] - fam_rows[1]["top1_agreement"])}
-        del by
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(result, indent=1))
     plot(summary["curve"], rows, decoder.config.backbone, Path(f"{out}.png"))
-    lines = [f"# One encoder, several edge models\n", f"Command: `{command}`\n",
+    lines = ["# One encoder, several edge models\n", f"Command: `{command}`\n",
              f"Decoder training: `{summary.get('command', 'python -m fsplit_ros.training.shared_decoder')}` "
              f"({summary['steps']} steps, batch {summary['batch']}, {summary['train_frames']} training frames).\n",
              "| family | configuration | bytes/frame | top-1 agreement [95 % CI] | frames |", "|---|---|---|---|---|"]

@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     ap.add_argument("--image-codec", default="jpeg", help="the encoder's image_codec")
     ap.add_argument("--image-quality", type=int, default=95, help="the encoder's image_quality")
     ap.add_argument("--image-resolution", default="model", help="the encoder's image_resolution")
+    ap.add_argument("--models", nargs="*", default=[], help="the edge decoder's further models (its `models`), "
+                    "timed with the bottleneck candidate's edge side")
+    ap.add_argument("--decoder-dir", default=None, help="the edge decoder's decoder_dir")
     ap.add_argument("--merge", nargs=2, metavar=("ROBOT", "EDGE"))
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
@@ -39,8 +42,15 @@ def main(argv=None) -> int:
         merge_profiles(LinkProfile.read(args.merge[0]), LinkProfile.read(args.merge[1])).save(args.out)
         return 0
     dep = Deployment.load(args.backbone, args.weights, args.bottleneck or None)
+    from fsplit_ros.bottleneck.shared import SharedDecoderMismatch
+    from fsplit_ros.runtime.shared_models import SharedModel
+    try:
+        shared = [SharedModel.load(m, dep, args.decoder_dir) for m in dict.fromkeys(args.models) if m != dep.name]
+    except (SharedDecoderMismatch, ValueError) as exc:
+        print(f"fsplit-profile: {exc}", file=sys.stderr)
+        return 2
     profile = profile_deployment(dep, sample_frames(), side=args.side, repeats=args.repeats,
-                                 threads=args.threads,
+                                 threads=args.threads, shared_models=shared,
                                  encoder_kwargs={"tensor_codec": args.tensor_codec, "image_codec": args.image_codec,
                                                  "image_quality": args.image_quality,
                                                  "image_resolution": args.image_resolution})

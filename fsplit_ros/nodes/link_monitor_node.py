@@ -26,7 +26,7 @@ from fsplit_ros.msg import FrameFeedback, LinkProbe, LinkState, OnboardTiming
 from fsplit_ros.nodes.messages import PROBE_QOS, reception_time, time_to_float, wall_time_msg
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.modes import LOCAL, MODE_NAMES, OFFLOAD_MODES, candidate_mode, candidate_name
-from fsplit_ros.nodes.runner import run_node
+from fsplit_ros.nodes.runner import NodeSetupError, run_node
 from fsplit_ros.payload.errors import ERROR_KIND_NAMES
 from fsplit_ros.policy import (DEFAULT_MIN_FIDELITY, CostModel, LinkProfile, LinkEstimator, MeasuredTimeCorrection, ModeSelector,
                                LinkProber)
@@ -37,6 +37,9 @@ PARAMETERS = [
     Param("backbone", "efficientnet_lite0", "Model to profile when profile_file is empty.", read_only=True),
     Param("weights", "", "Backbone checkpoint for start-up profiling.", read_only=True),
     Param("bottleneck_checkpoint", "default", "Bottleneck checkpoint for start-up profiling.", read_only=True),
+    Param("models", [""], "The edge decoder's models (its `models`): start-up profiling counts every one's "
+          "edge time for bottleneck payloads; [''] = backbone alone.", read_only=True),
+    Param("decoder_dir", "", "The edge decoder's decoder_dir (for start-up profiling).", read_only=True),
     Param("allowed_modes", list(MODE_NAMES), "Modes that may be chosen."),
     Param("pinned_mode", "", "Force this mode; empty = choose adaptively.", choices=("",) + MODE_NAMES),
     Param("camera_rate", 10.0, "Camera frames per second (sustainability check).", low=0.1, high=240.0),
@@ -112,13 +115,27 @@ class LinkMonitorNode(Node):
         from fsplit_ros.profiling import cached_profile, load_profile
         from fsplit_ros.profiling.profiler import sample_frames
         if self.p["profile_file"]:
-            return load_profile(self.p["profile_file"])
+            profile = load_profile(self.p["profile_file"])
+            wanted = sorted(m for m in self.p["models"] if m and m != profile.backbone)
+            if sorted(profile.edge_models) != wanted:
+                self.get_logger().warning(
+                    f"profile_file times the edge with further models {profile.edge_models}, the edge runs "
+                    f"{wanted}: its bottleneck edge times are off; profile the edge with fsplit-profile "
+                    f"--models")
+            return profile
         self.get_logger().warning("no profile_file: profiling robot and edge costs on THIS machine "
                                   "(run fsplit-profile on each side for a real deployment)")
         from fsplit_ros.runtime import Deployment
         dep = Deployment.load(self.p["backbone"], self.p["weights"] or None,
                               self.p["bottleneck_checkpoint"] or None)
-        profile = cached_profile(dep, sample_frames(), idle_wait_s=PROFILE_IDLE_WAIT_S)
+        from fsplit_ros.bottleneck.shared import SharedDecoderMismatch
+        from fsplit_ros.runtime.shared_models import SharedModel
+        try:
+            shared = [SharedModel.load(m, dep, self.p["decoder_dir"] or None)
+                      for m in dict.fromkeys(m for m in self.p["models"] if m and m != dep.name)]
+        except (SharedDecoderMismatch, ValueError) as exc:
+            raise NodeSetupError(f"cannot profile the edge's models: {exc}") from None
+        profile = cached_profile(dep, sample_frames(), idle_wait_s=PROFILE_IDLE_WAIT_S, shared_models=shared)
         load = profile.timing.other_cpu_load
         if profile.timing.cached is False:
             self.get_logger().warning(

@@ -95,6 +95,7 @@ class LinkProfile:
     tensor_codec: str = ""
     image_codec: str = ""               # "jpeg:95"
     image_resolution: str = "model"
+    edge_models: list[str] = field(default_factory=list)   # further edge models in the edge times
     machine: dict = field(default_factory=dict)   # side -> host, cpu, threads, torch
     timing: ProfileTiming = field(default_factory=ProfileTiming)
     preprocess_ms: float | None = None
@@ -114,7 +115,7 @@ class LinkProfile:
         return {"format": FORMAT, "backbone": self.backbone, "model_hashes": dict(self.model_hashes),
                 "input_size": self.input_size, "tensor_codec": self.tensor_codec,
                 "image_codec": self.image_codec, "image_resolution": self.image_resolution,
-                "machine": self.machine, "timing": dict(vars(self.timing)), "preprocess_ms": self.preprocess_ms,
+                "edge_models": list(self.edge_models), "machine": self.machine, "timing": dict(vars(self.timing)), "preprocess_ms": self.preprocess_ms,
                 "command": self.command, "candidates": {n: c.to_dict() for n, c in self.candidates.items()}}
 
     @classmethod
@@ -127,7 +128,8 @@ class LinkProfile:
                    backbone=str(d.get("backbone", "")), model_hashes=dict(d.get("model_hashes") or {}),
                    input_size=int(d.get("input_size") or 0), tensor_codec=str(d.get("tensor_codec", "")),
                    image_codec=str(d.get("image_codec", "")),
-                   image_resolution=str(d.get("image_resolution", "model")), machine=dict(d.get("machine") or {}),
+                   image_resolution=str(d.get("image_resolution", "model")),
+                   edge_models=list(d.get("edge_models") or []), machine=dict(d.get("machine") or {}),
                    timing=ProfileTiming(str(timing.get("method", "")), int(timing.get("repeats", 0)),
                                         timing.get("other_cpu_load"), timing.get("cached")),
                    preprocess_ms=d.get("preprocess_ms"), command=str(d.get("command", "")))

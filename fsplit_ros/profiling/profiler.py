@@ -131,19 +131,21 @@ class RoundRobinTimer:
 @torch.no_grad()
 def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "both",
                        batch_sizes=(1, 2, 4, 8), repeats: int = 5, threads: int | None = None,
-                       encoder_kwargs: dict | None = None) -> LinkProfile:
+                       encoder_kwargs: dict | None = None, shared_models=()) -> LinkProfile:
+    """shared_models: further edge models answering bottleneck payloads (runtime/shared_models.py):
+    the bottleneck candidate's edge time then includes each one's decoder and tail."""
     if side not in ("robot", "edge", "both"):
         raise ValueError("side must be robot, edge or both")
     if threads:
         torch.set_num_threads(threads)
     enc = OnboardEncoder(dep, **(encoder_kwargs or {}))
-    dec = EdgeDecoder(dep)
+    dec = EdgeDecoder(dep, shared_models=shared_models)
     prepared = [enc.prepare(f) for f in frames]
     first = prepared[0]
     profile = LinkProfile(
         candidates={}, backbone=dep.name, model_hashes=dep.model_hashes(), input_size=dep.input_size,
         tensor_codec=enc.tensor_codec.name, image_codec=f"{enc.image_codec.name}:{enc.image_codec.quality}",
-        image_resolution=enc.image_resolution,
+        image_resolution=enc.image_resolution, edge_models=[m.name for m in shared_models],
         machine={side_name: {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
                              "threads": torch.get_num_threads(), "torch": torch.__version__}
                  for side_name in (["robot", "edge"] if side == "both" else [side])},
@@ -168,7 +170,7 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
             if side != "robot":
                 for b in batch_sizes:
                     batch = [payloads[i % len(payloads)] for i in range(b)]
-                    timer.add(f"{name}/offboard/{b}", lambda batch=batch: dec.run_tails([dec.decode(p) for p in batch]))
+                    timer.add(f"{name}/offboard/{b}", lambda batch=batch: _edge(dec, batch))
         profile.candidates[name] = entry
     attach_fidelity(profile, load_record(dep.name))
     with OtherCpuLoad() as load:
@@ -185,6 +187,13 @@ def profile_deployment(dep: Deployment, frames: list[np.ndarray], side: str = "b
     return profile
 
 
+def _edge(dec: EdgeDecoder, payloads: list[bytes]) -> None:
+    """What the decoder node does with a batch: decode, every model's tail."""
+    frames = [dec.decode(p) for p in payloads]
+    dec.run_tails(frames)
+    dec.run_shared_models(frames)
+
+
 def merge_profiles(robot: LinkProfile, edge: LinkProfile) -> LinkProfile:
     """Onboard numbers from the robot's profile, offboard ones from the edge's."""
     if robot.model_hashes != edge.model_hashes:
@@ -192,6 +201,7 @@ def merge_profiles(robot: LinkProfile, edge: LinkProfile) -> LinkProfile:
                          "weights on both sides")
     merged = LinkProfile.from_dict(robot.to_dict())
     merged.machine = {**robot.machine, **edge.machine}
+    merged.edge_models = list(edge.edge_models)
     for name, entry in merged.candidates.items():
         if name not in edge.candidates:
             raise ValueError(f"the edge profile has no candidate {name}: profile both sides with the same "
@@ -224,19 +234,21 @@ PROFILE_CACHE_DIR = Path.home() / ".cache" / "fsplit_ros" / "profiles"
 
 
 def cached_profile(dep: Deployment, frames: list[np.ndarray], cache_dir: str | Path = PROFILE_CACHE_DIR,
-                   idle_wait_s: float = 0.0, repeats: int = 5, batch_sizes=(1, 2, 4, 8)) -> LinkProfile:
+                   idle_wait_s: float = 0.0, repeats: int = 5, batch_sizes=(1, 2, 4, 8),
+                   shared_models=()) -> LinkProfile:
     """Profile both sides on this machine once per model (keyed by its hashes), then reuse it.
 
     Before timing, waits up to `idle_wait_s` for the other processes to quieten down. A profile
     timed while they used more than MAX_OTHER_CPU_LOAD of the CPUs is returned for this run but not
     cached (its `timing.cached` is false): the next start measures again."""
-    key = "-".join(h[:10] for _, h in sorted(dep.model_hashes().items()))
+    key = "-".join([h[:10] for _, h in sorted(dep.model_hashes().items())] + [m.decoder_hash[:10] for m in shared_models])
     path = Path(cache_dir) / f"{dep.name}-{key}-{METHOD}.json"
     if path.is_file():
         return load_profile(path)
     if idle_wait_s > 0:
         wait_for_idle_cpus(idle_wait_s)
-    profile = profile_deployment(dep, frames, side="both", repeats=repeats, batch_sizes=batch_sizes)
+    profile = profile_deployment(dep, frames, side="both", repeats=repeats, batch_sizes=batch_sizes,
+                                 shared_models=shared_models)
     load = profile.timing.other_cpu_load
     profile.timing.cached = load is not None and load <= MAX_OTHER_CPU_LOAD
     if profile.timing.cached:

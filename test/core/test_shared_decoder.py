@@ -42,3 +42,46 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(SharedDecoderMismatch, match="not a readable decoder checkpoint"):
         load_shared_decoder(path)
+
+
+def test_edge_runs_every_model_on_one_bottleneck_payload_and_profiles_count_them(tmp_path, monkeypatch):
+    """Through the real payload path: one bottleneck payload decoded once; the deployment's model
+    and a further model (an untrained decoder fitted to this exact bottleneck) both answer it, a
+    split payload only the first; the profile's bottleneck edge time runs both, and a decoder of
+    another encoder is refused when loaded."""
+    import numpy as np
+    from fsplit_ros.profiling import profile_deployment
+    from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
+    from fsplit_ros.runtime.shared_models import SharedModel, default_decoder_path
+    dep = Deployment.load("efficientnet_lite0")          # the shipped bottleneck: the shared encoder
+    config = SharedDecoderConfig(encoder_hash=dep.bottleneck_hash, encoder_backbone=dep.name, latent_channels=192,
+                                 latent_side=7, backbone="efficientnet_lite2", injection_split=17,
+                                 target_channels=208, target_side=9, width=8)
+    save_shared_decoder(SharedDecoder(config), default_decoder_path("efficientnet_lite2", dep.name, tmp_path))
+    lite2 = SharedModel.load("efficientnet_lite2", dep, tmp_path)
+    rgb = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    enc, dec = OnboardEncoder(dep), EdgeDecoder(dep, shared_models=[lite2])
+    frame = enc.prepare(rgb)
+    frames = [dec.decode(enc.encode(frame, "bottleneck")), dec.decode(enc.encode(frame, "split", 13))]
+    assert [o.shape for o in dec.run_tails(frames)] == [(1, 1000), (1, 1000)]
+    shared = dec.run_shared_models(frames)["efficientnet_lite2"]
+    assert shared[0].shape == (1, 1000) and shared[1] is None
+    eb = dep.bottleneck.entropy_bottleneck
+    with torch.no_grad():                                # decoder + tail on the rounded latent the coder sends
+        z_hat = eb.quantize(dep.bottleneck.g_a(frame.tensor), "dequantize", eb._get_medians())
+        want = lite2.tail(lite2.decoder(z_hat))
+    assert torch.allclose(shared[0], want, atol=1e-4)
+
+    calls = []
+    original = SharedModel.outputs
+    monkeypatch.setattr(SharedModel, "outputs", lambda self, latents: calls.append(len(latents)) or
+                        original(self, latents))
+    profile = profile_deployment(dep, [rgb, rgb], batch_sizes=(1, 2), repeats=1, shared_models=[lite2])
+    assert profile.edge_models == ["efficientnet_lite2"] and sorted(set(calls)) == [1, 2]
+
+    save_shared_decoder(SharedDecoder(SharedDecoderConfig(**{**config.to_dict(), "encoder_hash": "0" * 64})),
+                        default_decoder_path("efficientnet_lite2", dep.name, tmp_path / "other"))
+    with pytest.raises(SharedDecoderMismatch, match="fit a decoder to this encoder"):
+        SharedModel.load("efficientnet_lite2", dep, tmp_path / "other")
+    with pytest.raises(SharedDecoderMismatch, match="no decoder of mobilenetv2"):
+        SharedModel.load("mobilenetv2", dep, tmp_path)
