@@ -27,7 +27,7 @@ from pathlib import Path
 from fsplit_ros.datasets.frames import (FrameSourceError, heldout_families, load_frames,
                                         sources_from_paths)
 from fsplit_ros.evaluation.intervals import format_interval
-from fsplit_ros.models import DETECTORS
+from fsplit_ros.models.backbones import resolve_spec
 from fsplit_ros.evaluation.rate_accuracy import (JPEG_WEBP_QUALITIES, SPLIT_CODECS, TrainedOnHeldOut,
                                                  evaluate, plot, targets)
 
@@ -83,9 +83,16 @@ def main(argv=None) -> int:
     import cv2
     photos = [(cv2.cvtColor(cv2.imread(str(s.path)), cv2.COLOR_BGR2RGB), labels[s.file_key])
               for s in heldout if s.file_key in labels]
-    if args.backbone in DETECTORS:   # the detection task: scored by fidelity mAP, not labels
-        # detection has no labels for the photos either: every held-out frame is scored the same way
-        return _evaluate_detector(args, argv, frames + [rgb for rgb, _ in photos], heldout, family)
+    try:
+        task = resolve_spec(args.backbone).task
+    except ValueError as exc:
+        print(f"fsplit-eval: {exc}", file=sys.stderr)
+        return 2
+    return EVALUATIONS[task](args, argv, frames, photos, heldout, family, out)
+
+
+def _evaluate_classifier(args, argv, frames, photos, heldout, family, out: Path) -> int:
+    """Rate vs top-1 agreement (and accuracy on the labelled photos)."""
     try:
         rows, info = evaluate(args.backbone, [Path(c) for c in args.checkpoints], frames, photos,
                               qualities=args.qualities or JPEG_WEBP_QUALITIES,
@@ -141,8 +148,10 @@ def _write_table(stem: Path, summary: dict, rows) -> None:
         writer.writerows(r.to_dict() for r in rows)
 
 
-def _evaluate_detector(args, argv, frames, heldout, family) -> int:
+def _evaluate_detector(args, argv, frames, photos, heldout, family, out: Path) -> int:
+    """Fidelity mAP vs bytes over every held-out frame, the labelled photos included."""
     from fsplit_ros.evaluation import detection_fidelity as fidelity
+    frames = frames + [rgb for rgb, _ in photos]
     try:
         rows, info = fidelity.evaluate_detection(frames, args.backbone, [Path(c) for c in args.checkpoints],
                                         qualities=args.qualities or fidelity.IMAGE_QUALITIES,
@@ -179,5 +188,11 @@ def _evaluate_detector(args, argv, frames, heldout, family) -> int:
     return 0
 
 
+# How fsplit-eval scores each task (fsplit_ros/tasks.py): a detector has no labels for the photos
+# either, so every held-out frame is scored by fidelity mAP against the unmodified detector.
+EVALUATIONS = {"classification": _evaluate_classifier, "detection": _evaluate_detector}
+
+
 if __name__ == "__main__":
     sys.exit(main())
+
