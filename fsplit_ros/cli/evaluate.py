@@ -28,6 +28,7 @@ from fsplit_ros.datasets.frames import (FrameSourceError, heldout_families, load
                                         sources_from_paths)
 from fsplit_ros.evaluation.intervals import format_interval
 from fsplit_ros.models.backbones import resolve_spec
+from fsplit_ros.tasks import TASKS
 from fsplit_ros.evaluation.rate_accuracy import (JPEG_WEBP_QUALITIES, SPLIT_CODECS, TrainedOnHeldOut,
                                                  evaluate, plot, targets)
 
@@ -191,6 +192,8 @@ def _evaluate_detector(args, argv, frames, photos, heldout, family, out: Path) -
 # How fsplit-eval scores each task (fsplit_ros/tasks.py): a detector has no labels for the photos
 # either, so every held-out frame is scored by fidelity mAP against the unmodified detector.
 EVALUATIONS = {"classification": _evaluate_classifier, "detection": _evaluate_detector}
+if set(EVALUATIONS) != set(TASKS):
+    raise ImportError(f"tasks {sorted(TASKS)} need an fsplit-eval scoring each")
 
 
 if __name__ == "__main__":
