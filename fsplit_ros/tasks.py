@@ -75,10 +75,16 @@ class ClassificationTask:
 
     def to_msg(self, header, results, top_k):
         from vision_msgs.msg import Classification, ObjectHypothesis
-        from fsplit_ros.runtime.results import top_k_classes
         msg = Classification(header=header)
-        msg.results = [ObjectHypothesis(class_id=str(i), score=p) for i, p in top_k_classes(results, top_k)]
+        msg.results = [ObjectHypothesis(class_id=str(i), score=p) for i, p in self.top_k(results, top_k)]
         return msg
+
+    @staticmethod
+    def top_k(logits: torch.Tensor, k: int) -> list[tuple[int, float]]:
+        """The k most probable classes with their softmax probabilities, best first."""
+        probs = torch.softmax(logits.reshape(-1).float(), dim=0)
+        values, indices = probs.topk(min(k, probs.numel()))
+        return [(int(i), float(v)) for i, v in zip(indices, values)]
 
     def summary(self, results) -> str:
         return str(int(results.argmax()))
