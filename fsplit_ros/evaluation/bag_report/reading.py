@@ -164,10 +164,12 @@ def read_bag(path: str | Path, reference: Callable | None = None) -> BagData:
             if role in RESULT_ROLES:
                 result_roles[ns].append((sum(c.msgcount for c in candidates), role))
         for ns, found in result_roles.items():
-            for _, role in sorted(found, reverse=True)[1:]:
-                robots.setdefault(ns, RobotData(ns)).notes.append(
-                    f"{ns} publishes both {sorted(found, reverse=True)[0][1]} and {role}: evaluated the "
-                    f"busier one; record one model's results per namespace")
+            ranked = sorted(found, key=lambda cr: (-cr[0], cr[1] != "classification"))
+            for count, role in ranked[1:]:
+                if count:   # an empty topic (the recorder subscribes to every task's) is no result stream
+                    robots.setdefault(ns, RobotData(ns)).notes.append(
+                        f"{ns} publishes both {ranked[0][1]} and {role}: evaluated the busier one; record "
+                        f"one model's results per namespace")
                 del by_ns_role[(ns, role)]
         for (ns, role), candidates in sorted(by_ns_role.items()):
             counts = Counter()
