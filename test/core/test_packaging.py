@@ -19,7 +19,8 @@ CORE_MODULES = ["fsplit_ros", "fsplit_ros.payload", "fsplit_ros.codecs", "fsplit
                 "fsplit_ros.evaluation.bag_types", "fsplit_ros.evaluation.bag_report",
                 "fsplit_ros.evaluation.rate_accuracy", "fsplit_ros.cli.profile", "fsplit_ros.cli.eval_bag",
                 "fsplit_ros.cli.evaluate", "fsplit_ros.demo", "fsplit_ros.detection",
-                "fsplit_ros.evaluation.detection_frames"]
+                "fsplit_ros.evaluation.detection_frames", "fsplit_ros.tasks", "fsplit_ros.launch_support",
+                "fsplit_ros.runtime.shared_models", "fsplit_ros.training.shared_decoder"]
 BLOCKER = textwrap.dedent("""
     import sys
     class BlockRos:
