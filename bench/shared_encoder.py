@@ -38,8 +38,6 @@ def _row(name, model, payload, hits, sizes):
 
 @torch.no_grad()
 def measure(frames, shared_dep, target_dep, decoder, dedicated_dep) -> list[dict]:
-    eb = shared_dep.bottleneck.entropy_bottleneck
-    medians = eb._get_medians()
     cfg = decoder.config
     tail2 = target_dep.splittable.tail(cfg.injection_split)
     tail0 = shared_dep.splittable.tail(shared_dep.bottleneck.config.injection_split)
@@ -50,8 +48,8 @@ def measure(frames, shared_dep, target_dep, decoder, dedicated_dep) -> list[dict
         x2 = target_dep.pixels_to_tensor(target_dep.model_pixels(rgb))
         ref0, ref2 = int(shared_dep.backbone.model(x0).argmax()), int(target_dep.backbone.model(x2).argmax())
         z = shared_dep.bottleneck.g_a(x0)
-        sizes["shared"].append(len(eb.compress(z)[0]))
-        z_hat = eb.quantize(z, "dequantize", medians)
+        sizes["shared"].append(len(shared_dep.bottleneck.entropy_bottleneck.compress(z)[0]))
+        z_hat = shared_dep.bottleneck.rounded(z)
         hits["lite0"].append(int(tail0(shared_dep.bottleneck.g_s(z_hat)).argmax()) == ref0)
         hits["borrowed"].append(ref0 == ref2)   # no decoder at all: the encoder model's own answer
         hits["shared"].append(int(tail2(decoder(z_hat)).argmax()) == ref2)

@@ -7,7 +7,6 @@ EfficientNet-Lite2's at the same stage, fitted on 500 training frames, scored on
 family A frames without any quantization: relative error of the features and Lite2's top-1
 agreement through its own tail. The shipped deep design shares Lite0's stride-32 features; this
 asks whether a shallower shared point would let a simple decoder serve Lite2."""
-import sys
 import numpy as np, torch
 from fsplit_ros.runtime import Deployment
 from fsplit_ros.datasets.frames import default_corpus, heldout_families, load_frames

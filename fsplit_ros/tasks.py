@@ -176,20 +176,18 @@ class DetectionTask:
     def agreement(self, pairs):
         """Fidelity mAP@0.5 of the published detections (the nodes' score threshold, so lower than
         fsplit-eval's, which ranks detections down to 0.05) with its frame-bootstrap interval."""
-        from fsplit_ros.evaluation.detection_fidelity import frame_matches, map50_interval, map_from_matches
+        from fsplit_ros.evaluation.detection_fidelity import map50_with_interval
         reference = [list(ref) for ref, _ in pairs]
         received = [list(got) for _, got in pairs]
         if not pairs:
             return {"metric": self.metric, "evaluated": 0, "rate": None, "low": None, "high": None}
-        value = map_from_matches([frame_matches(r, p) for r, p in zip(reference, received)])
-        low, high = map50_interval(reference, received)
+        value, low, high = map50_with_interval(reference, received)
         nan = lambda v: None if np.isnan(v) else v   # noqa: E731  (no reference detections at all)
         return {"metric": self.metric, "evaluated": len(pairs), "rate": nan(value), "low": nan(low),
                 "high": nan(high), "reference_detections": sum(len(r) for r in reference)}
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (ClassificationTask(), DetectionTask())}
-RESULT_TYPES: dict[str, Task] = {t.result_type: t for t in TASKS.values()}
 
 
 def task_named(name: str) -> Task:

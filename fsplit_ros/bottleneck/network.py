@@ -81,6 +81,11 @@ class BottleneckConfig:
         return self.target_stride if self.head_stride is None else self.head_stride
 
     @property
+    def target_side(self) -> int:
+        """The target map's side ("same"-padded strides round up: Lite2's 260 input -> 9 at 32)."""
+        return -(-self.input_size // self.target_stride)
+
+    @property
     def latent_stride(self) -> int:
         """The "head" encoder keeps its head's grid (or halves it, transform_stride 2); the
         "image" encoder is stride 8."""
@@ -325,6 +330,13 @@ class FrankenSplitBottleneck(nn.Module):
                                "computed once by update_tables() before saving)")
         z = self.g_a(x)
         return self.entropy_bottleneck.compress(z), tuple(z.shape[1:])
+
+    @torch.no_grad()
+    def rounded(self, z: torch.Tensor) -> torch.Tensor:
+        """g_a's latent z as decompress_latent returns it from the bitstream of z, without coding:
+        for fitting and checking decoders of this encoder."""
+        eb = self.entropy_bottleneck
+        return eb.quantize(z, "dequantize", eb._get_medians())
 
     @torch.no_grad()
     def decompress_latent(self, strings: list[bytes], latent_shape: tuple[int, ...],

@@ -43,10 +43,10 @@ def main(argv=None) -> int:
         return 0
     dep = Deployment.load(args.backbone, args.weights, args.bottleneck or None)
     from fsplit_ros.bottleneck.shared import SharedDecoderMismatch
-    from fsplit_ros.runtime.shared_models import SharedModel
+    from fsplit_ros.runtime.shared_models import load_shared_models
     try:
-        shared = [SharedModel.load(m, dep, args.decoder_dir) for m in dict.fromkeys(args.models) if m != dep.name]
-    except (SharedDecoderMismatch, ValueError) as exc:
+        shared = load_shared_models(args.models, dep, args.decoder_dir)
+    except SharedDecoderMismatch as exc:
         print(f"fsplit-profile: {exc}", file=sys.stderr)
         return 2
     profile = profile_deployment(dep, sample_frames(), side=args.side, repeats=args.repeats,

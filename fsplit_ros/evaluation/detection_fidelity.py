@@ -154,22 +154,29 @@ def map_from_matches(matches: list, frames=None) -> float:
 
 def map50_interval(reference: list[list], predicted: list[list], reps: int = 1000, seed: int = 0,
                    level: float = 0.95) -> tuple[float, float]:
+    """(low, high): see map50_with_interval."""
+    return map50_with_interval(reference, predicted, reps, seed, level)[1:]
+
+
+def map50_with_interval(reference: list[list], predicted: list[list], reps: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float, float]:
     """Bootstrap interval of the fidelity mAP@0.5 over frames (frames resampled with replacement
     `reps` times), the basic (reverse-percentile) kind: [2m - q_hi, 2m - q_lo] around the estimate m.
     The plain percentile interval sat above the estimate (e.g. 75.8 in [73.3, 83.0]) because a
     resample that misses a rare class drops that class's, usually low, AP from the mean; the basic
     interval corrects that bias. Frames of one video are not independent, so, like the Wilson
-    intervals of agreements, it is if anything too narrow."""
+    intervals of agreements, it is if anything too narrow. Returns (estimate, low, high), each
+    matching done once."""
     matches = [frame_matches(t, p) for t, p in zip(reference, predicted, strict=True)]
+    estimate = map_from_matches(matches)
     rng = np.random.default_rng(seed)
     samples = [map_from_matches(matches, rng.integers(0, len(matches), len(matches))) for _ in range(reps)]
     samples = [s for s in samples if not np.isnan(s)]
     if not samples:
-        return float("nan"), float("nan")
+        return estimate, float("nan"), float("nan")
     tail = 100 * (1 - level) / 2
     q_lo, q_hi = np.percentile(samples, tail), np.percentile(samples, 100 - tail)
-    estimate = map_from_matches(matches)
-    return float(np.clip(2 * estimate - q_hi, 0, 1)), float(np.clip(2 * estimate - q_lo, 0, 1))
+    return estimate, float(np.clip(2 * estimate - q_hi, 0, 1)), float(np.clip(2 * estimate - q_lo, 0, 1))
 
 
 def _detections(dep: Deployment, outputs, frames, threshold: float) -> list[list]:

@@ -94,9 +94,6 @@ BACKBONES: dict[str, BackboneSpec] = {
                      architecture=_nanodet_architecture),
     ]
 }
-# The registered backbones of each task (e.g. DETECTORS for fsplit-eval's detection path).
-CLASSIFIERS = {name: spec for name, spec in BACKBONES.items() if spec.task == "classification"}
-DETECTORS = {name: spec for name, spec in BACKBONES.items() if spec.task == "detection"}
 
 
 @dataclass

@@ -28,7 +28,7 @@ from fsplit_ros.payload.errors import ERROR_KINDS
 from fsplit_ros.modes import PIXEL_MODES
 from fsplit_ros.bottleneck.shared import SharedDecoderMismatch
 from fsplit_ros.runtime import Deployment, EdgeDecoder
-from fsplit_ros.runtime.shared_models import SharedModel
+from fsplit_ros.runtime.shared_models import SharedModel, load_shared_models
 from fsplit_ros.nodes.runner import NodeSetupError, run_node
 
 PARAMETERS = [
@@ -148,13 +148,12 @@ class DecoderNode(Node):
         if deployment.name not in models:
             raise NodeSetupError(f"models {models} must include backbone '{deployment.name}': its bottleneck is "
                                  f"the encoder the robots send with, and the other models read its latent")
-        shared = []
-        for name in dict.fromkeys(m for m in models if m != deployment.name):
-            try:
-                shared.append(SharedModel.load(name, deployment, self.p["decoder_dir"] or None))
-            except (SharedDecoderMismatch, ValueError) as exc:
-                raise NodeSetupError(f"cannot serve model '{name}': {exc}") from None
-            self.get_logger().info(f"{name} answers bottleneck payloads too (decoder {shared[-1].decoder_hash[:12]} "
+        try:
+            shared = load_shared_models(models, deployment, self.p["decoder_dir"] or None)
+        except SharedDecoderMismatch as exc:
+            raise NodeSetupError(str(exc)) from None
+        for model in shared:
+            self.get_logger().info(f"{model.name} answers bottleneck payloads too (decoder {model.decoder_hash[:12]} "
                                    f"fitted to this bottleneck); split and image payloads are "
                                    f"{deployment.name}'s alone")
         return shared

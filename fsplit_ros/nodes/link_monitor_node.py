@@ -129,11 +129,10 @@ class LinkMonitorNode(Node):
         dep = Deployment.load(self.p["backbone"], self.p["weights"] or None,
                               self.p["bottleneck_checkpoint"] or None)
         from fsplit_ros.bottleneck.shared import SharedDecoderMismatch
-        from fsplit_ros.runtime.shared_models import SharedModel
+        from fsplit_ros.runtime.shared_models import load_shared_models
         try:
-            shared = [SharedModel.load(m, dep, self.p["decoder_dir"] or None)
-                      for m in dict.fromkeys(m for m in self.p["models"] if m and m != dep.name)]
-        except (SharedDecoderMismatch, ValueError) as exc:
+            shared = load_shared_models(self.p["models"], dep, self.p["decoder_dir"] or None)
+        except SharedDecoderMismatch as exc:
             raise NodeSetupError(f"cannot profile the edge's models: {exc}") from None
         profile = cached_profile(dep, sample_frames(), idle_wait_s=PROFILE_IDLE_WAIT_S, shared_models=shared)
         load = profile.timing.other_cpu_load

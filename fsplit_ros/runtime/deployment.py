@@ -75,7 +75,7 @@ class Deployment:
             raise ValueError(f"bottleneck {path} was trained for {cfg.input_size}x{cfg.input_size} input, "
                              f"{self.backbone.name} takes {self.input_size}x{self.input_size}")
         want = self.split_point(cfg.injection_split).shape
-        if (cfg.target_channels, -(-cfg.input_size // cfg.target_stride)) != (want[1], want[-1]):
+        if (cfg.target_channels, cfg.target_side) != (want[1], want[-1]):
             raise ValueError(f"bottleneck {path} reconstructs {cfg.target_channels} channels at stride "
                              f"{cfg.target_stride}, but split {cfg.injection_split} of "
                              f"{self.backbone.name} is {want}")

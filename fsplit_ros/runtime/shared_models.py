@@ -58,3 +58,15 @@ class SharedModel:
         """One batched decoder + tail call over the frames' latents; one output per frame."""
         out = self.tail(self.decoder(torch.cat(latents)))
         return [out[i:i + 1] for i in range(len(latents))]
+
+
+def load_shared_models(models, encoder: Deployment, decoder_dir: str | Path | None = None) -> list[SharedModel]:
+    """The further models among `models` (empty names and the encoder's own model skipped, each
+    once), loaded and checked against `encoder`'s bottleneck; a failure names the model."""
+    loaded = []
+    for name in dict.fromkeys(m for m in models if m and m != encoder.name):
+        try:
+            loaded.append(SharedModel.load(name, encoder, decoder_dir))
+        except ValueError as exc:   # SharedDecoderMismatch, or an unknown backbone
+            raise SharedDecoderMismatch(f"cannot serve model '{name}': {exc}") from None
+    return loaded

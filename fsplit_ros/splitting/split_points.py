@@ -8,6 +8,7 @@ everything onboard. The compression ratio of a split point is `c_l = |h_l| / |x|
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -69,6 +70,15 @@ def sequential_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     raise UnsupportedModel(
         f"{type(model).__name__} has no known sequential decomposition: supported are timm's "
         f"EfficientNet family (EfficientNet, MobileNetV2/V3, ...), the ResNet family and nn.Sequential")
+
+
+def map_stride(size: int, side: int) -> int | None:
+    """The power-of-two stride of a `side` x `side` map of a `size` input ("same" padding rounds up:
+    Lite2's 260 input gives a 9x9 map at stride 32), or None if it is no such map."""
+    if side <= 0:
+        return None
+    stride = 2 ** round(math.log2(size / side))
+    return stride if -(-size // stride) == side else None
 
 
 def compressive_bottlenecks(compressions: list[float]) -> list[bool]:

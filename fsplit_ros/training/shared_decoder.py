@@ -29,6 +29,7 @@ import torch
 
 from fsplit_ros.bottleneck.shared import SharedDecoder, SharedDecoderConfig, save_shared_decoder
 from fsplit_ros.evaluation.intervals import wilson_interval
+from fsplit_ros.splitting import map_stride
 
 STATE = "state.pt"
 
@@ -55,17 +56,15 @@ def _frames(sources, limit: int) -> list[np.ndarray]:
 def compute_pairs(encoder_dep, target_dep, injection: int, frames: list[np.ndarray], batch: int = 16,
                   measure_bytes: bool = False) -> Pairs:
     bottleneck = encoder_dep.bottleneck
-    eb = bottleneck.entropy_bottleneck
-    medians = eb._get_medians()
     head, tail = target_dep.splittable.head(injection), target_dep.splittable.tail(injection)
     latents, features, logits, sizes = [], [], [], []
     for k in range(0, len(frames), batch):
         chunk = frames[k:k + batch]
         x = torch.cat([encoder_dep.pixels_to_tensor(encoder_dep.model_pixels(f)) for f in chunk])
         z = bottleneck.g_a(x)
-        latents.append(eb.quantize(z, "dequantize", medians).half())
+        latents.append(bottleneck.rounded(z).half())
         if measure_bytes:
-            sizes += [len(s) for s in eb.compress(z)]
+            sizes += [len(s) for s in bottleneck.entropy_bottleneck.compress(z)]
         y = torch.cat([target_dep.pixels_to_tensor(target_dep.model_pixels(f)) for f in chunk])
         h = head(y)
         features.append(h.half())
@@ -191,7 +190,7 @@ def train(target: str, out: Path, encoder: str = "efficientnet_lite0", steps: in
 def deep_injection(dep) -> int:
     """The first stride-32 split point: where the shipped deep bottlenecks inject (Lite0 blocks.5.0)."""
     for p in dep.split_points:
-        if dep.input_size / p.shape[-1] >= 28:
+        if map_stride(dep.input_size, p.shape[-1]) == 32:
             return p.index
     raise ValueError(f"{dep.name} has no stride-32 split point")
 

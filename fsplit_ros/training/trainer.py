@@ -40,7 +40,7 @@ from fsplit_ros.datasets.frames import (Augmentation, Frame, FrameDataset, Frame
                                         load_frames, load_overlays, overlay_paths,
                                         sources_from_paths)
 from fsplit_ros.models import LoadedBackbone, load_backbone
-from fsplit_ros.splitting import SplittableModel
+from fsplit_ros.splitting import SplittableModel, map_stride
 from fsplit_ros.training.config import TrainConfig
 from fsplit_ros.tasks import TASKS
 from fsplit_ros.training.saliency import cached_saliency
@@ -54,15 +54,6 @@ class TrainingStateError(RuntimeError):
 
 # --- setup --------------------------------------------------------------------------------------
 
-def _grid_stride(size: int, side: int) -> int | None:
-    """The power-of-two stride of a `side` x `side` map of a `size` input ("same" padding rounds up:
-    Lite2's 260 input gives a 9x9 map at stride 32), or None if it is no such map."""
-    if side <= 0:
-        return None
-    stride = 2 ** round(math.log2(size / side))
-    return stride if -(-size // stride) == side else None
-
-
 def resolve_bottleneck_config(cfg: TrainConfig, backbone: LoadedBackbone) -> BottleneckConfig:
     """Bottleneck architecture for `cfg`: injection split and target shape default to what the
     backbone has there; explicit values in the config must agree with it."""
@@ -71,10 +62,10 @@ def resolve_bottleneck_config(cfg: TrainConfig, backbone: LoadedBackbone) -> Bot
     head = SplittableModel(backbone.model).head(split)
     with torch.no_grad():
         shape = tuple(head(torch.zeros(1, 3, size, size, device=_model_device(backbone))).shape)
-    if len(shape) != 4 or shape[-1] == 0 or _grid_stride(size, shape[-1]) is None:
+    if len(shape) != 4 or shape[-1] == 0 or map_stride(size, shape[-1]) is None:
         raise ValueError(f"split {split} of {backbone.name} gives {shape}: FrankenSplit needs a "
                          f"convolutional feature map (N,C,H,W) at the injection point")
-    channels, stride = shape[1], _grid_stride(size, shape[-1])
+    channels, stride = shape[1], map_stride(size, shape[-1])
     head_split, head_channels, head_stride = cfg.head_split, None, None
     if head_split is not None and head_split != split:
         if not 0 < head_split < split:
@@ -82,10 +73,10 @@ def resolve_bottleneck_config(cfg: TrainConfig, backbone: LoadedBackbone) -> Bot
         with torch.no_grad():
             hshape = tuple(SplittableModel(backbone.model).head(head_split)(
                 torch.zeros(1, 3, size, size, device=_model_device(backbone))).shape)
-        if len(hshape) != 4 or _grid_stride(size, hshape[-1]) is None:
+        if len(hshape) != 4 or map_stride(size, hshape[-1]) is None:
             raise ValueError(f"split {head_split} of {backbone.name} gives {hshape}: the encoder's head "
                              f"must end in a convolutional feature map")
-        head_channels, head_stride = hshape[1], _grid_stride(size, hshape[-1])
+        head_channels, head_stride = hshape[1], map_stride(size, hshape[-1])
     else:
         head_split = None
     if cfg.target_channels is not None and cfg.target_channels != channels:
@@ -355,7 +346,7 @@ class BottleneckTrainer:
         mean, std = backbone.data_config["mean"], backbone.data_config["std"]
         self.train_set = FrameDataset(data.train_frames, mean, std, self.bcfg.input_size, augment=True,
                                       saliency=data.saliency if self.g2 > 0 else None,
-                                      saliency_size=-(-self.bcfg.input_size // self.bcfg.target_stride),
+                                      saliency_size=self.bcfg.target_side,
                                       augmentation=Augmentation(
                                           crop_scale=cfg.crop_scale, grayscale_p=cfg.grayscale_p,
                                           overlay_p=cfg.overlay_p, mixup_p=cfg.mixup_p,
@@ -869,7 +860,7 @@ def train_sweep(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         torch.backends.cudnn.benchmark = True   # fixed training shapes from here on
     if progress:
         print(f"training {backbone.name} bottleneck at split {bcfg.injection_split} "
-              f"({bcfg.target_channels}x{-(-bcfg.input_size // bcfg.target_stride)}^2): "
+              f"({bcfg.target_channels}x{bcfg.target_side}^2): "
               f"{len(data.train_frames)} training frames from {len(data.train_sources)} files, "
               f"{len(data.heldout_frames)} held-out frames; betas {cfg.betas}", file=sys.stderr)
     return [BottleneckTrainer(cfg, beta, backbone, data, bcfg, command, progress).train(resume)

@@ -13,7 +13,7 @@ import torch
 from fsplit_ros.bottleneck import BottleneckConfig, FrankenSplitBottleneck, load_bottleneck
 from fsplit_ros.datasets.frames import Frame, FrameDataset
 from fsplit_ros.datasets.offline import labelled_imagenet_photos
-from fsplit_ros.models import DETECTORS, build_architecture, load_backbone
+from fsplit_ros.models import BACKBONES, build_architecture, load_backbone
 from fsplit_ros.runtime import Deployment, EdgeDecoder, OnboardEncoder
 from fsplit_ros.splitting import SplittableModel
 from fsplit_ros.training.config import TrainConfig
@@ -21,7 +21,7 @@ from fsplit_ros.training.saliency import detection_evidence, grad_cam
 from fsplit_ros.training.trainer import train_sweep
 
 PHOTOS = [str(p) for p, _ in labelled_imagenet_photos()]
-SPLIT = DETECTORS["nanodet"].injection_split
+SPLIT = BACKBONES["nanodet"].injection_split
 
 
 @pytest.fixture(scope="module")
