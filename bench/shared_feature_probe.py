@@ -10,6 +10,7 @@ asks whether a shallower shared point would let a simple decoder serve Lite2."""
 import numpy as np, torch
 from fsplit_ros.runtime import Deployment
 from fsplit_ros.datasets.frames import default_corpus, heldout_families, load_frames
+from fsplit_ros.evaluation.intervals import format_interval, wilson_interval
 torch.set_num_threads(2)
 l0, l2 = Deployment.load("efficientnet_lite0", bottleneck=None), Deployment.load("efficientnet_lite2", bottleneck=None)
 def frames(src, n):
@@ -17,7 +18,7 @@ def frames(src, n):
 tr, _ = default_corpus(); fam = heldout_families()
 train, test = frames(tr, 500), frames(fam["A"], 300)
 pairs = [(13, 17), (12, 16), (6, 8)]   # Lite0 blocks.4.2 (112x14x14) -> Lite2 blocks.4.3 (120x17x17); stride 8
-print("# Lite0 -> Lite2 feature probe\n\nCommand: `python bench/shared_feature_probe.py`\n\n| Lite0 split (shape) | Lite2 split (shape) | relative error | Lite2 top-1 agreement (300 frames, A) |\n|---|---|---|---|")
+print("# Lite0 -> Lite2 feature probe\n\nCommand: `python bench/shared_feature_probe.py`\n\n| Lite0 split (shape) | Lite2 split (shape) | relative error | Lite2 top-1 agreement [95 % Wilson] (300 frames, A) |\n|---|---|---|---|")
 with torch.no_grad():
     for s0, s2 in pairs:
         h0f, h2f = l0.splittable.head(s0), l2.splittable.head(s2)
@@ -37,5 +38,7 @@ with torch.no_grad():
         pred=(up(ta).permute(0,2,3,1).double()-xm)@W+ym
         pred=pred.permute(0,3,1,2).float()
         rel=float((pred-tb).pow(2).mean()/tb.pow(2).mean())
-        agree=float((l2.splittable.tail(s2)(pred).argmax(1)==tl).float().mean())
-        print(f"| {s0} {tuple(a.shape[1:])} | {s2} {tuple(b.shape[1:])} | {rel:.3f} | {100 * agree:.1f} % |")
+        hits=int((l2.splittable.tail(s2)(pred).argmax(1)==tl).sum())
+        lo, hi = wilson_interval(hits, len(tl))
+        print(f"| {s0} {tuple(a.shape[1:])} | {s2} {tuple(b.shape[1:])} | {rel:.3f} | "
+              f"{format_interval(hits / len(tl), lo, hi)} |")
