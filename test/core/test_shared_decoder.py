@@ -83,3 +83,28 @@ def test_edge_runs_every_model_on_one_bottleneck_payload_and_profiles_count_them
         SharedModel.load("efficientnet_lite2", dep, tmp_path / "other")
     with pytest.raises(SharedDecoderMismatch, match="no decoder of mobilenetv2"):
         SharedModel.load("mobilenetv2", dep, tmp_path)
+
+
+def test_view_pairs_are_a_function_of_the_seed_and_differ_from_the_frames():
+    """The augmented training pairs: both networks see one view per key, rebuilt exactly from the
+    seed (a resumed run trains on the same pairs), new views under another seed, and not the
+    deployed centre crops."""
+    import numpy as np
+    from fsplit_ros.datasets.frames import Augmentation, Frame
+    from fsplit_ros.runtime import Deployment
+    from fsplit_ros.training.shared_decoder import compute_pairs, compute_view_pairs, deep_injection
+    rng = np.random.default_rng(0)
+    frames = [Frame(np.repeat(np.repeat(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), 10, 0), 10, 1),
+                    f"synthetic{k}", 0) for k in range(2)]
+    enc = Deployment.load("efficientnet_lite0")
+    tgt = Deployment.load("efficientnet_lite2", bottleneck=None)
+    injection = deep_injection(tgt)
+    aug = Augmentation(crop_scale=(0.2, 0.5))
+    a = compute_view_pairs(enc, tgt, injection, frames, 2, aug, seed=0, batch=3)
+    b = compute_view_pairs(enc, tgt, injection, frames, 2, aug, seed=0, batch=4)
+    c = compute_view_pairs(enc, tgt, injection, frames, 2, aug, seed=1)
+    centre = compute_pairs(enc, tgt, injection, frames)
+    assert a.latents.shape == (4, 192, 7, 7) and a.features.shape == (4, 208, 9, 9) and a.logits.shape == (4, 1000)
+    assert torch.equal(a.latents, b.latents) and torch.equal(a.features, b.features)
+    assert not torch.equal(a.latents, c.latents)
+    assert not torch.equal(a.latents[:2], centre.latents) and not torch.equal(a.features[:2], centre.features)
