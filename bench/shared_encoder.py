@@ -130,6 +130,8 @@ def main(argv=None) -> int:
     decoders, infos, curves = {}, {}, {}
     for run, summary in summaries.items():
         label = run_label(summary)
+        if label in decoders:
+            raise SystemExit(f"two runs are both '{label}': compare runs that differ")
         decoders[label], infos[label] = load_shared_decoder(summary["decoder"], encoder_hash=shared.bottleneck_hash)
         curves[label] = summary["curve"]
     targets = {d.config.backbone for d in decoders.values()}
@@ -190,7 +192,8 @@ def main(argv=None) -> int:
 
 def run_label(summary: dict) -> str:
     views = summary.get("views", 0)
-    return (f"{views} augmented views/frame" if views else "the frames only") + f", {summary['steps']} steps"
+    return ((f"{views} augmented views/frame" if views else "the frames only")
+            + f", width {summary.get('width', 192)}, {summary['steps']} steps")
 
 
 if __name__ == "__main__":

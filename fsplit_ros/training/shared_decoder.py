@@ -230,7 +230,7 @@ def train(target: str, out: Path, encoder: str = "efficientnet_lite0", steps: in
         step += 1
         if step % eval_every == 0 or step == steps:
             curve.append({"step": step, **{f: agreement(decoder, tail, p) for f, p in heldout.items()}})
-            say(f"step {step} ({time.time() - t0:.0f} s): loss {float(loss):.4f}, "
+            say(f"step {step} ({time.time() - t0:.0f} s): loss {loss.item():.4f}, "
                 + ", ".join(f"{f} {r['top1_agreement']:.3f}" for f, r in curve[-1].items() if f != "step"))
         if step % checkpoint_every == 0 or step == steps:
             save_state()
