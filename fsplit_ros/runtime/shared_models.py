@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from fsplit_ros.bottleneck.shared import SharedDecoder, SharedDecoderMismatch, load_shared_decoder
+from fsplit_ros.models.backbones import BACKBONES
 from fsplit_ros.runtime.deployment import DEFAULT_WEIGHTS_DIR, Deployment
 
 
@@ -33,6 +34,14 @@ class SharedModel:
     def load(cls, name: str, encoder: Deployment, decoder_dir: str | Path | None = None,
              weights: str | Path | None = None) -> "SharedModel":
         """`name`'s decoder for `encoder`'s bottleneck, checked against it and against the model."""
+        spec = BACKBONES.get(name)
+        if spec is None:
+            raise SharedDecoderMismatch(f"unknown model '{name}': use one of {sorted(BACKBONES)}")
+        if spec.task != encoder.task.name:
+            raise SharedDecoderMismatch(
+                f"{name} does {spec.task} on its own view of the frame, but {encoder.name}'s encoder codes the "
+                f"{encoder.task.name} crop: decoders across tasks are not built yet (BENCHMARKS.md section 10); "
+                f"run {name} with its own encoder and decoder (backbone:={name})")
         if encoder.bottleneck is None:
             raise SharedDecoderMismatch(f"{name} would read the latent of {encoder.name}'s bottleneck, but "
                                         f"none is loaded: set bottleneck_checkpoint")

@@ -108,3 +108,16 @@ def test_view_pairs_are_a_function_of_the_seed_and_differ_from_the_frames():
     assert torch.equal(a.latents, b.latents) and torch.equal(a.features, b.features)
     assert not torch.equal(a.latents, c.latents)
     assert not torch.equal(a.latents[:2], centre.latents) and not torch.equal(a.features[:2], centre.features)
+
+
+def test_models_the_shared_encoder_cannot_serve_are_refused_with_what_to_do():
+    """A detector (its letterboxed whole frame is not in a classifier's crop latent) and a typo are
+    refused before any decoder file is looked for, saying why."""
+    from fsplit_ros.runtime import Deployment
+    from fsplit_ros.runtime.shared_models import load_shared_models
+    dep = Deployment.load("efficientnet_lite0")
+    with pytest.raises(SharedDecoderMismatch, match="cannot serve model 'nanodet': nanodet does detection.*"
+                                                    "backbone:=nanodet"):
+        load_shared_models(["efficientnet_lite0", "nanodet"], dep)
+    with pytest.raises(SharedDecoderMismatch, match="unknown model 'efficientnet_lite9': use one of"):
+        load_shared_models(["efficientnet_lite9"], dep)
