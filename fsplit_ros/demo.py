@@ -1,11 +1,14 @@
 """The main job: the whole fsplit graph as separate processes over real DDS, on a bundled video.
 
     python -m fsplit_ros.demo [--duration 60] [--trace 0:20,20:1,40:0,45:20] [--link auto|netns|loopback]
+    python -m fsplit_ros.demo --mode bottleneck --models efficientnet_lite0 efficientnet_lite2 --decoder-dir DIR
 
 With root (and `--link auto`) the robot side (camera, encoder, link monitor, recorder) and the edge
 side (decoder) run in two network namespaces joined by a tc-shaped veth whose rate follows the
 trace (Mbit/s; 0 = link cut). Without root everything runs on loopback and the trace is ignored.
 Prints a live table every second and writes a report (JSON, PNG plot, rosbag, logs) at the end.
+With `--models` the edge answers every bottleneck payload with each further model too (issue 19;
+their results are counted in the report, `further_models`).
 """
 from __future__ import annotations
 
@@ -70,6 +73,21 @@ def per_candidate(events: list[dict]) -> dict:
             for name, row in sorted(rows.items())}
 
 
+def further_models(events: list[dict], models) -> dict:
+    """Per further edge model: its results, how many of them are for camera frames the robot's own
+    model also answered (one payload, several models), and their median latency."""
+    from fsplit_ros.runtime.shared_models import result_topic
+    answered = {e["stamp"] for e in events if e["topic"] in RESULT_TOPICS}
+    report = {}
+    for model in models:
+        topic = result_topic(model)
+        got = [e for e in events if e["topic"] == topic]
+        report[model] = {"topic": topic, "results": len(got),
+                         "same_frames_as_backbone": sum(e["stamp"] in answered for e in got),
+                         "latency_ms_p50": float(np.median([(e["t"] - e["stamp"]) * 1e3 for e in got])) if got else None}
+    return report
+
+
 def candidate_table(rows: dict) -> str:
     lines = [f"{'candidate':>12} {'results':>8} {'bytes/frame':>11} {'latency p50':>12} {'fidelity':>9}"]
     for name, r in rows.items():
@@ -98,6 +116,7 @@ def write_report(out: Path, events: list[dict], trace, t0: float, emulated: bool
         "bytes_per_frame_by_mode": {m: float(np.mean([e["bytes"] for e in sent if e["mode"] == m]))
                                     for m in sorted({e["mode"] for e in sent})},
         "by_candidate": per_candidate(events),
+        "further_models": further_models(events, [m for m in args.models if m != args.backbone]),
         "time_in_mode_s": {m: sum(1 for e in states if e["mode"] == m) * args.update_period for m in modes},
         "mode_switches": [{"t": round(b["t"] - t0, 2), "to": b["mode"], "reason": b["reason"]}
                           for a, b in zip(states, states[1:]) if (a["mode"], a["split"]) != (b["mode"], b["split"])],
@@ -134,7 +153,24 @@ def main(argv=None) -> int:
                     help="emulated robot CPU slowdown vs this machine (1 = same CPU)")
     ap.add_argument("--out", default="", help="report folder (default runs/demo-<time>)")
     ap.add_argument("--update-period", type=float, default=0.1)
+    ap.add_argument("--mode", default="", choices=["", *MODE_NAMES], help="pin the link monitor to a mode ('' = adaptive)")
+    ap.add_argument("--models", nargs="*", default=[],
+                    help="edge models answering each bottleneck payload (the backbone first), e.g. "
+                         "efficientnet_lite0 efficientnet_lite2")
+    ap.add_argument("--decoder-dir", default="", help="folder of those models' decoders ('' = shipped weights)")
     args = ap.parse_args(argv)
+    if args.models:
+        from fsplit_ros.runtime.shared_models import result_topic
+        try:
+            for model in args.models:
+                result_topic(model)
+        except ValueError as exc:
+            print(f"[demo] --models: {exc}", file=sys.stderr)
+            return 2
+        if args.backbone not in args.models:
+            print(f"[demo] --models must include the backbone ({args.backbone}): its bottleneck is the encoder "
+                  f"every model reads", file=sys.stderr)
+            return 2
 
     out = Path(args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")).resolve()
     earlier = [name for name in ("events.jsonl", "bag") if (out / name).exists()]
@@ -157,7 +193,8 @@ def main(argv=None) -> int:
     graph = ProcessGraph(out / "logs", link, env={"ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))})
     log = EventLog(out / "events.jsonl")
     cfg = GraphConfig(backbone=args.backbone, camera_rate=args.rate, video=args.video, slowdown=args.slowdown,
-                      update_period_s=args.update_period, record_images=True)
+                      update_period_s=args.update_period, record_images=True, pinned_mode=args.mode,
+                      models=tuple(args.models), decoder_dir=args.decoder_dir)
     try:
         start_standard_graph(graph, cfg, log.path, bag_path=out / "bag")
         print(f"[demo] graph starting ({'netns + tc-shaped veth' if link else 'loopback'}); report -> {out}")
@@ -188,6 +225,9 @@ def main(argv=None) -> int:
                                               "time_in_mode_s")}, indent=1))
     print("[demo] results per candidate (fidelity: recorded agreement with the full model on held-out frames)")
     print(candidate_table(summary["by_candidate"]))
+    for model, r in summary["further_models"].items():
+        print(f"[demo] {model} on {r['topic']}: {r['results']} results, {r['same_frames_as_backbone']} of them for "
+              f"frames {args.backbone} answered too" + (f", p50 {r['latency_ms_p50']:.0f} ms" if r["results"] else ""))
     if "detections" in {e["topic"] for e in events}:
         from fsplit_ros.evaluation.detection_frames import draw_detections
         framed = draw_detections(out / "bag", out / "detections.png")

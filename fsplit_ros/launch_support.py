@@ -9,6 +9,10 @@ import os
 # launch file and process_graph.start_standard_graph pass each of them to all three.
 MODEL_PARAMETERS = ("backbone", "weights", "bottleneck_checkpoint")
 
+# The further edge models answering each bottleneck payload (issue 19): the edge's decoder runs them,
+# the robot's link monitor times them, so both take the same two parameters.
+SHARED_MODEL_PARAMETERS = ("models", "decoder_dir")
+
 # Fast DDS 2 (up to Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE; Fast DDS 3 (Kilted on) reads
 # FASTDDS_DEFAULT_PROFILES_FILE, and when both are set its ROS layer parses the file a second time:
 # every node then logs "XMLPARSER Error ... other transport with the same id".

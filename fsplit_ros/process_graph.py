@@ -110,6 +110,8 @@ class GraphConfig:
     bottleneck_checkpoint: str = "default"  # FrankenSplit checkpoint of all three model nodes
     update_period_s: float = 0.1
     record_images: bool = False
+    models: tuple = ()                     # further edge models on the bottleneck payloads (issue 19)
+    decoder_dir: str = ""                  # their decoders ('' = the shipped weights)
     extra_encoder: dict = field(default_factory=dict)
     extra_link_monitor: dict = field(default_factory=dict)
 
@@ -119,9 +121,11 @@ def start_standard_graph(graph: ProcessGraph, cfg: GraphConfig, events_path: Pat
     executables, remappings and model parameters), plus the recorder."""
     model = {name: getattr(cfg, name) for name in MODEL_PARAMETERS}
     common = {**model, "num_threads": 1}
-    graph.start("decoder", "decoder_node", "edge", params=common)
+    models = list(cfg.models) or [""]
+    shared = {"models": models, "decoder_dir": cfg.decoder_dir}
+    graph.start("decoder", "decoder_node", "edge", params={**common, **shared})
     graph.start("link_monitor", "link_monitor_node", "robot",
-                params={**model, "emulated_slowdown": cfg.slowdown, "camera_rate": cfg.camera_rate,
+                params={**model, **shared, "emulated_slowdown": cfg.slowdown, "camera_rate": cfg.camera_rate,
                         "update_period_s": cfg.update_period_s, "pinned_mode": cfg.pinned_mode,
                         "allowed_modes": list(cfg.allowed_modes), "profile_file": cfg.profile_file,
                         **cfg.extra_link_monitor})
@@ -129,7 +133,8 @@ def start_standard_graph(graph: ProcessGraph, cfg: GraphConfig, events_path: Pat
                 params={**common, "emulated_slowdown": cfg.slowdown, "image_resolution": cfg.image_resolution,
                         "image_quality": cfg.image_quality, **cfg.extra_encoder},
                 remaps={"image": "camera/image_raw"})
-    recorder = {"events_path": str(events_path), "record_images": cfg.record_images}
+    further = [m for m in cfg.models if m and m != cfg.backbone] or [""]
+    recorder = {"events_path": str(events_path), "record_images": cfg.record_images, "models": further}
     if bag_path is not None:
         recorder["bag_path"] = str(bag_path)
     graph.start("recorder", "recorder_node", "robot", params=recorder, remaps={"image": "camera/image_raw"})

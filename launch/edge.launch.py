@@ -20,6 +20,7 @@ def generate_launch_description():
         "robot_namespaces": ("['']", "namespaces of the robots this edge serves"),
         "models": ("['']", "edge models answering each bottleneck payload (['']: backbone alone), e.g. "
                            "\"['efficientnet_lite0', 'efficientnet_lite2']\""),
+        "decoder_dir": ("", "folder of the models' decoders ('' = the shipped weights)"),
     }
     declared = [DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in args.items()]
     arg = {k: LaunchConfiguration(k) for k in args}
@@ -27,5 +28,6 @@ def generate_launch_description():
                    parameters=[arg["decoder_params"], {"backbone": arg["backbone"], "weights": arg["weights"],
                                                        "bottleneck_checkpoint": arg["bottleneck_checkpoint"],
                                                        "robot_namespaces": arg["robot_namespaces"],
-                                                       "models": arg["models"]}])
+                                                       "models": arg["models"],
+                                                       "decoder_dir": arg["decoder_dir"]}])
     return LaunchDescription(declared + [decoder])

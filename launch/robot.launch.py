@@ -24,6 +24,7 @@ def generate_launch_description():
         "bottleneck_checkpoint": ("default", "FrankenSplit checkpoint ('default' = shipped); must match the edge"),
         "allowed_modes": ("[local, split, bottleneck, image]", "modes the link monitor may pick"),
         "models": ("['']", "the edge's models (edge.launch.py models:=), so the cost model counts their edge time"),
+        "decoder_dir": ("", "the edge's decoder_dir (edge.launch.py decoder_dir:=)"),
     }
     declared = [DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in args.items()]
     arg = {k: LaunchConfiguration(k) for k in args}
@@ -35,6 +36,7 @@ def generate_launch_description():
     link_monitor = Node(package="fsplit_ros", executable="link_monitor_node", name="fsplit_link_monitor",
                         namespace=arg["namespace"], output="screen",
                         parameters=[arg["link_monitor_params"], {
-                            "allowed_modes": arg["allowed_modes"], "models": arg["models"], "backbone": arg["backbone"],
+                            "allowed_modes": arg["allowed_modes"], "models": arg["models"], "decoder_dir": arg["decoder_dir"],
+                            "backbone": arg["backbone"],
                             "weights": arg["weights"], "bottleneck_checkpoint": arg["bottleneck_checkpoint"]}])
     return LaunchDescription(declared + large_frame_dds_profile(config) + [encoder, link_monitor])

@@ -29,6 +29,7 @@ from fsplit_ros.modes import PIXEL_MODES
 from fsplit_ros.bottleneck.shared import SharedDecoderMismatch
 from fsplit_ros.runtime import Deployment, EdgeDecoder
 from fsplit_ros.runtime.shared_models import SharedModel, load_shared_models
+from fsplit_ros.runtime.shared_models import result_topic as shared_result_topic
 from fsplit_ros.nodes.runner import NodeSetupError, run_node
 
 PARAMETERS = [
@@ -84,7 +85,7 @@ class RobotLink:
         task = node.decoder.dep.task
         self.result_pub = node.create_publisher(result_type(task), f"{prefix}{task.result_topic}", 10)
         self.shared_pubs = {m.name: node.create_publisher(result_type(m.deployment.task),
-                                                          f"{prefix}{m.name}/{m.deployment.task.result_topic}", 10)
+                                                          f"{prefix}{shared_result_topic(m.name)}", 10)
                             for m in node.decoder.shared_models}
         self.feedback_pub = node.create_publisher(FrameFeedback, f"{prefix}frame_feedback", 50)
         self.echo_pub = node.create_publisher(LinkProbe, f"{prefix}link_probe_echo", PROBE_QOS)

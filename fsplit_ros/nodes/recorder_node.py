@@ -4,7 +4,7 @@ message to `events_path` for live tables and tests. On a ROS install `ros2 bag r
 same job; `fsplit-eval-bag` reads either.
 
 Topics (relative, remappable): image, compressed_feature, classification, detections, frame_feedback,
-link_state
+link_state, and <model>/<result topic> for each further edge model in `models` (the decoder's)
 """
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 
+from fsplit_ros.models.backbones import BACKBONES
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
 from fsplit_ros.nodes.messages import result_type, time_to_float
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.nodes.runner import NodeSetupError, run_node
+from fsplit_ros.runtime.shared_models import result_topic as shared_result_topic
 from fsplit_ros.tasks import TASKS
 
 PARAMETERS = [
@@ -32,6 +34,8 @@ PARAMETERS = [
     Param("events_path", "", "JSON-lines event log; empty = none.", read_only=True),
     Param("record_images", True, "Also record the camera images (needed for offline agreement).",
           read_only=True),
+    Param("models", [""], "The edge decoder's models (its `models`): each further model's results "
+          "(<model>/<result topic>) are recorded too.", read_only=True),
 ]
 RESULT_TASKS = {task.result_topic: task for task in TASKS.values()}
 TOPICS = {
@@ -43,7 +47,19 @@ TOPICS = {
 }
 
 
-def event_fields(topic: str, msg) -> dict:
+def shared_model_topics(models) -> dict:
+    """{<model>/<result topic>: task} of the further edge models among `models` (the decoder node
+    publishes them there); an unknown name is a setup error."""
+    topics = {}
+    for name in (m for m in models if m):
+        try:
+            topics[shared_result_topic(name)] = TASKS[BACKBONES[name].task]
+        except ValueError as exc:
+            raise NodeSetupError(f"models: {exc}") from None
+    return topics
+
+
+def event_fields(topic: str, msg, result_tasks: dict = RESULT_TASKS) -> dict:
     """The few numbers per message that live tables and tests need."""
     stamp = time_to_float(msg.header.stamp)
     if topic == "image":
@@ -51,8 +67,8 @@ def event_fields(topic: str, msg) -> dict:
     if topic == "compressed_feature":
         return {"stamp": stamp, "seq": msg.seq, "mode": msg.mode, "split": msg.split_index,
                 "bytes": len(msg.data), "encode_s": msg.encode_time}
-    if topic in RESULT_TASKS:
-        return {"stamp": stamp, **RESULT_TASKS[topic].event_fields(msg)}
+    if topic in result_tasks:
+        return {"stamp": stamp, **result_tasks[topic].event_fields(msg)}
     if topic == "frame_feedback":
         return {"stamp": stamp, "seq": msg.seq, "bytes": msg.bytes, "ok": msg.ok, "error": msg.error,
                 "edge_s": msg.edge_time, "batch": msg.batch_size}
@@ -69,6 +85,9 @@ class RecorderNode(Node):
         self._lock = threading.Lock()
         self.writer, self.connections, self.events = None, {}, None
         topics = {t: v for t, v in TOPICS.items() if t != "image" or self.p["record_images"]}
+        further = {t: task for t, task in shared_model_topics(self.p["models"]).items() if t not in topics}
+        topics.update({t: (result_type(task), task.result_type) for t, task in further.items()})
+        self.topics, self.result_tasks = topics, {**RESULT_TASKS, **further}
         if self.p["bag_path"] and Path(self.p["bag_path"]).exists():
             raise NodeSetupError(f"bag_path '{self.p['bag_path']}' exists already: rosbag2 never "
                                  f"overwrites a bag; pass a new folder or delete that one")
@@ -103,8 +122,9 @@ class RecorderNode(Node):
             if self.writer is not None:
                 self.writer.write(self.connections[topic], time.time_ns(), raw)
             if self.events is not None:
-                msg = deserialize_message(raw, TOPICS[topic][0])
-                self.events.write(json.dumps({"t": now, "topic": topic, **event_fields(topic, msg)}) + "\n")
+                msg = deserialize_message(raw, self.topics[topic][0])
+                self.events.write(json.dumps({"t": now, "topic": topic,
+                                              **event_fields(topic, msg, self.result_tasks)}) + "\n")
 
     def destroy_node(self):
         self.close()              # the bag and the event log are complete on every exit path

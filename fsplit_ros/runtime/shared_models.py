@@ -15,6 +15,15 @@ import torch
 from fsplit_ros.bottleneck.shared import SharedDecoder, SharedDecoderMismatch, load_shared_decoder
 from fsplit_ros.models.backbones import BACKBONES
 from fsplit_ros.runtime.deployment import DEFAULT_WEIGHTS_DIR, Deployment
+from fsplit_ros.tasks import TASKS
+
+
+def result_topic(model: str) -> str:
+    """Where the edge decoder publishes a further model's results (relative to the robot's
+    namespace): <model>/<its task's result topic>. Unknown names raise ValueError."""
+    if model not in BACKBONES:
+        raise ValueError(f"unknown model '{model}': use one of {sorted(BACKBONES)}")
+    return f"{model}/{TASKS[BACKBONES[model].task].result_topic}"
 
 
 def default_decoder_path(model: str, encoder_backbone: str, directory: str | Path | None = None) -> Path:

@@ -123,7 +123,7 @@ def test_launch_files_and_process_graph_wire_the_same_graph(tmp_path):
     """The demo, benchmarks and tests run the graph through process_graph (no `ros2 launch` here);
     users run the launch files. Same executables on the same side, the same topics remapped, and
     every model parameter (launch_support.MODEL_PARAMETERS) reaching every model node in both."""
-    from fsplit_ros.launch_support import MODEL_PARAMETERS
+    from fsplit_ros.launch_support import MODEL_PARAMETERS, SHARED_MODEL_PARAMETERS
     from fsplit_ros.process_graph import GraphConfig, start_standard_graph
     recorded = _RecordingGraph()
     start_standard_graph(recorded, GraphConfig(), tmp_path / "events.jsonl")
@@ -138,6 +138,9 @@ def test_launch_files_and_process_graph_wire_the_same_graph(tmp_path):
             if exe != "video_source_node":
                 assert set(MODEL_PARAMETERS) <= params, f"{exe} in the launch files lacks {set(MODEL_PARAMETERS) - params}"
                 assert set(MODEL_PARAMETERS) <= ours[side][exe][1], f"{exe} in process_graph lacks a model parameter"
+            if exe in ("decoder_node", "link_monitor_node"):   # runs / times the further edge models
+                assert set(SHARED_MODEL_PARAMETERS) <= params, f"{exe} in the launch files lacks models/decoder_dir"
+                assert set(SHARED_MODEL_PARAMETERS) <= ours[side][exe][1], f"{exe} in process_graph lacks models/decoder_dir"
 
 
 @pytest.mark.parametrize("launch_file", ["robot.launch.py", "demo.launch.py"])

@@ -1,7 +1,7 @@
 """One encoder, several edge models (issue 19) over real DDS: one encoder process sends one
 bottleneck payload per frame; one decoder process with models [efficientnet_lite0,
 efficientnet_lite2] answers each frame on both result topics with the camera header; a decoder
-fitted to another encoder is refused at start-up with its reason.
+fitted to another encoder is refused at start-up with its reason; the recorder logs both topics.
 
 The decoders here are untrained (the plumbing is under test, not their accuracy: that is
 bench/shared_encoder.py's); each is built for the shipped Lite0 bottleneck's exact hash."""
@@ -34,7 +34,18 @@ def lite0_bottleneck_hash():
 
 
 @pytest.fixture(scope="module")
-def two_model_graph(tmp_path_factory, lite0_bottleneck_hash):
+def recorder_events(tmp_path_factory):
+    """The demo's recorder (process_graph passes it the further models) beside the graph."""
+    log_dir = tmp_path_factory.mktemp("recorder")
+    events = log_dir / "events.jsonl"
+    recorder = NodeProcess.ros_executable("recorder_node", log_dir, params={
+        "events_path": str(events), "record_images": False, "models": [LITE2]})
+    yield events, recorder
+    recorder.stop()
+
+
+@pytest.fixture(scope="module")
+def two_model_graph(tmp_path_factory, lite0_bottleneck_hash, recorder_events):
     folder = _decoder(lite0_bottleneck_hash, tmp_path_factory.mktemp("decoders"))
     common = {"backbone": "efficientnet_lite0", "num_threads": 1}
     with encoder_decoder_graph(tmp_path_factory.mktemp("shared"), common, ("classification", Classification),
@@ -77,6 +88,26 @@ def test_one_bottleneck_payload_answers_both_models_with_the_camera_header(two_m
     # one payload per frame serves both: the robot sent no more payloads than frames it encoded
     assert len(sent) == len({(m.header.stamp.sec, m.header.stamp.nanosec, m.seq) for m in sent})
     assert "answers bottleneck payloads too" in decoder.log()
+
+
+def test_the_recorder_logs_every_models_results(two_model_graph, recorder_events):
+    """What the demo's report counts: the recorder, given the further models, logs their results
+    next to the backbone's, for the same camera frames."""
+    import json
+    events_path, recorder = recorder_events
+    photos = labelled_imagenet_photos()[:2]
+    want = {8300, 8301}
+    deadline, seen = time.monotonic() + 90, {}
+    while time.monotonic() < deadline:
+        _answers(two_model_graph, "bottleneck", 8300, photos, timeout=5)   # frames go on until both are logged
+        lines = events_path.read_text().splitlines() if events_path.exists() else []
+        seen = {}
+        for e in map(json.loads, lines):
+            if int(e.get("stamp", 0)) in want:
+                seen.setdefault(e["topic"], set()).add(int(e["stamp"]))
+        if seen.get("classification") == seen.get(f"{LITE2}/classification") == want:
+            break
+    assert seen.get("classification") == seen.get(f"{LITE2}/classification") == want, (seen, recorder.log())
 
 
 def test_split_payloads_are_the_backbones_alone(two_model_graph):
