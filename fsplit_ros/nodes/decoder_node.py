@@ -28,6 +28,7 @@ from fsplit_ros.payload.errors import ERROR_KINDS
 from fsplit_ros.modes import PIXEL_MODES
 from fsplit_ros.bottleneck.shared import SharedDecoderMismatch
 from fsplit_ros.runtime import Deployment, EdgeDecoder
+from fsplit_ros.policy import DEFAULT_MIN_FIDELITY
 from fsplit_ros.runtime.shared_models import SharedModel, load_shared_models
 from fsplit_ros.runtime.shared_models import result_topic as shared_result_topic
 from fsplit_ros.nodes.runner import NodeSetupError, run_node
@@ -155,8 +156,13 @@ class DecoderNode(Node):
             raise NodeSetupError(str(exc)) from None
         for model in shared:
             self.get_logger().info(f"{model.name} answers bottleneck payloads too (decoder {model.decoder_hash[:12]} "
-                                   f"fitted to this bottleneck); split and image payloads are "
-                                   f"{deployment.name}'s alone")
+                                   f"fitted to this bottleneck; {model.fidelity_note()}); split and image "
+                                   f"payloads are {deployment.name}'s alone")
+            if not model.heldout or min(model.heldout.values()) < DEFAULT_MIN_FIDELITY:
+                self.get_logger().warning(
+                    f"{model.name}'s results through the shared payload may differ from the unmodified model's "
+                    f"({model.fidelity_note()}; the link monitor's default floor is "
+                    f"{100 * DEFAULT_MIN_FIDELITY:.0f} %): BENCHMARKS.md section 10")
         return shared
 
     def _refused_modes(self) -> frozenset:

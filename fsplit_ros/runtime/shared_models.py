@@ -38,6 +38,13 @@ class SharedModel:
     decoder: SharedDecoder
     decoder_hash: str
     tail: torch.nn.Module
+    heldout: dict                   # family -> top-1 agreement the decoder's training run measured
+
+    def fidelity_note(self) -> str:
+        if not self.heldout:
+            return "no held-out fidelity recorded with its decoder"
+        return "held-out top-1 agreement with the unmodified model " + ", ".join(
+            f"{100 * v:.1f} % ({family})" for family, v in sorted(self.heldout.items()))
 
     @classmethod
     def load(cls, name: str, encoder: Deployment, decoder_dir: str | Path | None = None,
@@ -69,7 +76,10 @@ class SharedModel:
             raise SharedDecoderMismatch(f"{path} reconstructs {cfg.target_channels}x{cfg.target_side}^2 at split "
                                         f"{cfg.injection_split}, but {name} has {want} there")
         tail = dep.splittable.tail(cfg.injection_split)
-        return cls(name, dep, decoder, info["hash"], tail)
+        last = info["metadata"].get("heldout") or {}
+        heldout = {family: float(r["top1_agreement"]) for family, r in last.items()
+                   if isinstance(r, dict) and "top1_agreement" in r}
+        return cls(name, dep, decoder, info["hash"], tail, heldout)
 
     @torch.no_grad()
     def outputs(self, latents: list[torch.Tensor]) -> list[torch.Tensor]:

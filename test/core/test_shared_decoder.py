@@ -121,3 +121,23 @@ def test_models_the_shared_encoder_cannot_serve_are_refused_with_what_to_do():
         load_shared_models(["efficientnet_lite0", "nanodet"], dep)
     with pytest.raises(SharedDecoderMismatch, match="unknown model 'efficientnet_lite9': use one of"):
         load_shared_models(["efficientnet_lite9"], dep)
+
+
+def test_a_shared_model_reports_the_fidelity_its_decoder_was_measured_at(tmp_path):
+    """The decoder node logs it (and warns below the default floor): a mode that loses accuracy
+    says how much."""
+    from fsplit_ros.runtime import Deployment
+    from fsplit_ros.runtime.shared_models import SharedModel, default_decoder_path
+    dep = Deployment.load("efficientnet_lite0")
+    config = SharedDecoderConfig(encoder_hash=dep.bottleneck_hash, encoder_backbone=dep.name, latent_channels=192,
+                                 latent_side=7, backbone="efficientnet_lite2", injection_split=17,
+                                 target_channels=208, target_side=9, width=8)
+    path = default_decoder_path("efficientnet_lite2", dep.name, tmp_path)
+    save_shared_decoder(SharedDecoder(config), path, {"heldout": {
+        "step": 600, "A": {"top1_agreement": 0.402, "low": 0.36, "high": 0.44}, "B": {"top1_agreement": 0.446}}})
+    model = SharedModel.load("efficientnet_lite2", dep, tmp_path)
+    assert model.heldout == {"A": 0.402, "B": 0.446}
+    assert model.fidelity_note() == "held-out top-1 agreement with the unmodified model 40.2 % (A), 44.6 % (B)"
+    save_shared_decoder(SharedDecoder(config), path)
+    assert SharedModel.load("efficientnet_lite2", dep, tmp_path).fidelity_note() == \
+        "no held-out fidelity recorded with its decoder"

@@ -88,6 +88,7 @@ def test_one_bottleneck_payload_answers_both_models_with_the_camera_header(two_m
     # one payload per frame serves both: the robot sent no more payloads than frames it encoded
     assert len(sent) == len({(m.header.stamp.sec, m.header.stamp.nanosec, m.seq) for m in sent})
     assert "answers bottleneck payloads too" in decoder.log()
+    assert "may differ from the unmodified model's (no held-out fidelity recorded" in decoder.log()
 
 
 def test_the_recorder_logs_every_models_results(two_model_graph, recorder_events):
