@@ -457,3 +457,33 @@ def test_a_detector_run_gets_the_same_report_scored_by_fidelity_map(tmp_path):
     classifier.task = TASKS["classification"]
     a = evaluate_bag(tmp_path / "bag", reference=classifier)["robots"]["/"]["agreement"]
     assert "skipped" in a and "pass the robot's --backbone" in a["skipped"]
+
+
+def test_a_further_edge_models_results_belong_to_the_robot_they_answer(tmp_path):
+    """The decoder's `models` publish <robot>/<model>/<result topic>: counted with that robot (the
+    same frames as its own model's results, their latency), not read as a robot of their own; a
+    namespace that merely looks like a model name is a robot when nothing else is under its parent."""
+    with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        feat = writer.add_connection("/robot1/compressed_feature", "fsplit_ros/msg/CompressedFeature", typestore=STORE)
+        own = writer.add_connection("/robot1/classification", "vision_msgs/msg/Classification", typestore=STORE)
+        lite2 = writer.add_connection("/robot1/efficientnet_lite2/classification", "vision_msgs/msg/Classification",
+                                      typestore=STORE)
+        alone = writer.add_connection("/efficientnet_lite2/classification", "vision_msgs/msg/Classification",
+                                      typestore=STORE)
+        for i in range(4):
+            writer.write(feat, fr(i) + 5 * MS, STORE.serialize_cdr(feature(fr(i), i + 1, "bottleneck", 13, 400),
+                                                                   "fsplit_ros/msg/CompressedFeature"))
+            writer.write(own, fr(i) + 60 * MS, STORE.serialize_cdr(result(fr(i), "3"), "vision_msgs/msg/Classification"))
+            if i < 3:   # the last frame's further result is lost
+                writer.write(lite2, fr(i) + 70 * MS,
+                             STORE.serialize_cdr(result(fr(i), "4"), "vision_msgs/msg/Classification"))
+        writer.write(alone, fr(9) + 10 * MS, STORE.serialize_cdr(result(fr(9), "4"), "vision_msgs/msg/Classification"))
+    rep = evaluate_bag(tmp_path / "bag")
+    assert set(rep["robots"]) == {"/robot1", "/efficientnet_lite2"}
+    r = rep["robots"]["/robot1"]
+    assert r["delivery"]["results"] == 4 and r["topics"]["classification"] == "/robot1/classification"
+    fm = r["further_models"]["efficientnet_lite2"]
+    assert fm["topic"] == "/robot1/efficientnet_lite2/classification"
+    assert fm["results"] == fm["same_frames_as_robot_model"] == 3 and fm["latency_ms"]["p50"] == 70.0
+    assert rep["robots"]["/efficientnet_lite2"]["further_models"] == {}
+    assert "/robot1/efficientnet_lite2/classification" not in rep["other_topics"]

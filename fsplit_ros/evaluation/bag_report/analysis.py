@@ -298,7 +298,19 @@ def analyse_robot(robot: RobotData, bin_s: float = 1.0, agreement_backbone: str 
             "latency_ms": latency, "feedback": feedback, "mode_timeline": segments,
             "time_in_mode_s": {m: time_in_mode[m] for m in _ordered(time_in_mode)},
             "mode_switches": max(0, len(segments) - 1), "agreement": agreement, "clock": clock,
+            "further_models": _further_models(robot),
             "warnings": warnings, "notes": notes, "series": series}
+
+
+def _further_models(robot: RobotData) -> dict:
+    """Per further edge model (its results on <robot>/<model>/<result topic>): how many, how many
+    answer frames the robot's own model answered too (one payload serving both), their latency.
+    Their agreement with the unmodified model is not measured here (bench/shared_encoder.py)."""
+    own = {r.stamp for r in robot.results}
+    return {model: {"topic": robot.further_topics[model], "results": len(results),
+                    "same_frames_as_robot_model": len({r.stamp for r in results} & own),
+                    "latency_ms": _stats([(r.t - r.stamp) / 1e6 for r in results])}
+            for model, results in sorted(robot.further.items())}
 
 
 def analyse(data: BagData, bin_s: float = 1.0, agreement_backbone: str | None = None,

@@ -73,6 +73,12 @@ def format_table(report: dict) -> str:
             lines.append(f"  agreement skipped: {agr['skipped']}")
         elif agr.get("results_without_frame"):
             lines.append(f"  agreement: {agr['results_without_frame']} result(s) have no recorded frame")
+        for model, fm in r.get("further_models", {}).items():
+            lat = fm["latency_ms"]
+            lines.append(f"  further edge model {model} ({fm['topic']}): {fm['results']} results, "
+                         f"{fm['same_frames_as_robot_model']} for frames the robot's model answered too, latency "
+                         f"p50 {_f(lat.get('p50'), '.0f')} ms, p95 {_f(lat.get('p95'), '.0f')} ms (agreement: "
+                         f"bench/shared_encoder.py)")
         if r["mode_timeline"]:
             lines.append(f"  mode timeline (link monitor; {r['mode_switches']} switches):")
             lines.append(f"    {'start s':>8}{'end s':>8}  {'mode':<14}{'rate Mbit/s':>12}  reason")

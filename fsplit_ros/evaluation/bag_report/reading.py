@@ -19,6 +19,21 @@ def topic_namespace(topic: str) -> str:
     return parent or "/"
 
 
+def further_model(topic: str) -> tuple[str, str] | None:
+    """'/robot1/efficientnet_lite2/classification' -> ('/robot1', 'efficientnet_lite2'): the results
+    of a further edge model answering the robot's bottleneck payloads (the decoder's `models`);
+    None for any other topic."""
+    from fsplit_ros.runtime.shared_models import result_topic
+    model_ns = topic_namespace(topic)
+    model = model_ns.rsplit("/", 1)[-1]
+    try:
+        if not topic.endswith("/" + result_topic(model)):
+            return None
+    except ValueError:   # not a model name
+        return None
+    return topic_namespace(model_ns), model
+
+
 def image_owner(topic: str, namespaces: Iterable[str]) -> str | None:
     """The robot namespace a camera topic belongs to: the longest namespace that prefixes it."""
     best = None
@@ -153,6 +168,13 @@ def read_bag(path: str | Path, reference: Callable | None = None) -> BagData:
                 f"recorded. It has: {listed}")
         deser = _Deserializers(conns)
 
+        # Further edge models' results belong to the robot whose payloads they answer, when that
+        # robot's namespace holds other fsplit topics (otherwise the namespace is a robot's own).
+        namespaces = {topic_namespace(c.topic) for c in role_conns}
+        further = {c.id: found for c in role_conns if ROLES[c.msgtype] in RESULT_ROLES
+                   and (found := further_model(c.topic)) and found[0] in namespaces}
+        role_conns = [c for c in role_conns if c.id not in further]
+
         # One robot per namespace; per role, one topic (the canonical name, else the busiest).
         robots: dict[str, RobotData] = {}
         chosen = {}
@@ -195,12 +217,23 @@ def read_bag(path: str | Path, reference: Callable | None = None) -> BagData:
                     other[c.topic] = c.msgtype
                 else:
                     image_conns[owner].append(c)
-            elif c.id not in chosen:
+            elif c.id not in chosen and c.id not in further:
                 other[c.topic] = c.msgtype
 
         for conn, t, raw in reader.messages(connections=[c for c in conns if c.id in chosen]):
             ns, role = chosen[conn.id]
             getattr(robots[ns], _LISTS[role]).append(_record(role, t, deser(raw, conn.msgtype), conn.topic))
+        for c in conns:
+            if c.id in further and further[c.id][0] not in robots:
+                other[c.topic] = c.msgtype
+        further = {cid: found for cid, found in further.items() if found[0] in robots}
+        for cid, (ns, model) in further.items():
+            robots[ns].further.setdefault(model, [])
+            robots[ns].further_topics[model] = next(c.topic for c in conns if c.id == cid)
+        further_conns = [c for c in conns if c.id in further]
+        for conn, t, raw in reader.messages(connections=further_conns) if further_conns else ():   # [] = all
+            ns, model = further[conn.id]
+            robots[ns].further[model].append(_record(ROLES[conn.msgtype], t, deser(raw, conn.msgtype), conn.topic))
 
         # Camera frames: stamps of every candidate topic, then pick the one matching the results.
         frames_by_topic: dict[str, list[Frame]] = defaultdict(list)

@@ -101,6 +101,8 @@ class RobotData:
     notes: list[str] = field(default_factory=list)
     unconvertible_frames: int = 0
     agreement_skipped: str | None = None
+    further: dict[str, list[Result]] = field(default_factory=dict)   # further edge model -> its results
+    further_topics: dict[str, str] = field(default_factory=dict)     # further edge model -> topic
 
 
 @dataclass
