@@ -23,6 +23,7 @@ import numpy as np
 
 from fsplit_ros.modes import LOCAL, MODE_NAMES, candidate_name
 from fsplit_ros.linkemu import EmulatedLink, LinkEmulationUnavailable, parse_trace
+from fsplit_ros.launch_support import further_model_names
 from fsplit_ros.process_graph import RESULT_TOPICS, EventLog, GraphConfig, ProcessGraph, start_standard_graph, wait_until_ready
 
 DEFAULT_TRACE = "0:20,20:1,40:0,46:20"
@@ -116,7 +117,7 @@ def write_report(out: Path, events: list[dict], trace, t0: float, emulated: bool
         "bytes_per_frame_by_mode": {m: float(np.mean([e["bytes"] for e in sent if e["mode"] == m]))
                                     for m in sorted({e["mode"] for e in sent})},
         "by_candidate": per_candidate(events),
-        "further_models": further_models(events, [m for m in args.models if m != args.backbone]),
+        "further_models": further_models(events, further_model_names(args.models, args.backbone)),
         "time_in_mode_s": {m: sum(1 for e in states if e["mode"] == m) * args.update_period for m in modes},
         "mode_switches": [{"t": round(b["t"] - t0, 2), "to": b["mode"], "reason": b["reason"]}
                           for a, b in zip(states, states[1:]) if (a["mode"], a["split"]) != (b["mode"], b["split"])],

@@ -13,6 +13,11 @@ MODEL_PARAMETERS = ("backbone", "weights", "bottleneck_checkpoint")
 # the robot's link monitor times them, so both take the same two parameters.
 SHARED_MODEL_PARAMETERS = ("models", "decoder_dir")
 
+
+def further_model_names(models, backbone: str) -> list[str]:
+    """The models of a `models` parameter beyond the backbone's own (empty names dropped, each once)."""
+    return list(dict.fromkeys(m for m in models if m and m != backbone))
+
 # Fast DDS 2 (up to Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE; Fast DDS 3 (Kilted on) reads
 # FASTDDS_DEFAULT_PROFILES_FILE, and when both are set its ROS layer parses the file a second time:
 # every node then logs "XMLPARSER Error ... other transport with the same id".

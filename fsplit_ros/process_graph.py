@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fsplit_ros.launch_support import MODEL_PARAMETERS
+from fsplit_ros.launch_support import MODEL_PARAMETERS, further_model_names
 from fsplit_ros.linkemu import EmulatedLink
 from fsplit_ros.modes import MODE_NAMES
 from fsplit_ros.tasks import TASKS
@@ -133,7 +133,7 @@ def start_standard_graph(graph: ProcessGraph, cfg: GraphConfig, events_path: Pat
                 params={**common, "emulated_slowdown": cfg.slowdown, "image_resolution": cfg.image_resolution,
                         "image_quality": cfg.image_quality, **cfg.extra_encoder},
                 remaps={"image": "camera/image_raw"})
-    further = [m for m in cfg.models if m and m != cfg.backbone] or [""]
+    further = further_model_names(cfg.models, cfg.backbone) or [""]
     recorder = {"events_path": str(events_path), "record_images": cfg.record_images, "models": further}
     if bag_path is not None:
         recorder["bag_path"] = str(bag_path)

@@ -20,11 +20,11 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 
-from fsplit_ros.models.backbones import BACKBONES
 from fsplit_ros.msg import CompressedFeature, FrameFeedback, LinkState
 from fsplit_ros.nodes.messages import result_type, time_to_float
 from fsplit_ros.nodes.params import Param, declare_parameters
 from fsplit_ros.nodes.runner import NodeSetupError, run_node
+from fsplit_ros.runtime.shared_models import model_task
 from fsplit_ros.runtime.shared_models import result_topic as shared_result_topic
 from fsplit_ros.tasks import TASKS
 
@@ -53,7 +53,7 @@ def shared_model_topics(models) -> dict:
     topics = {}
     for name in (m for m in models if m):
         try:
-            topics[shared_result_topic(name)] = TASKS[BACKBONES[name].task]
+            topics[shared_result_topic(name)] = model_task(name)
         except ValueError as exc:
             raise NodeSetupError(f"models: {exc}") from None
     return topics

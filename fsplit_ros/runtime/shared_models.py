@@ -13,17 +13,23 @@ from pathlib import Path
 import torch
 
 from fsplit_ros.bottleneck.shared import SharedDecoder, SharedDecoderMismatch, load_shared_decoder
+from fsplit_ros.launch_support import further_model_names
 from fsplit_ros.models.backbones import BACKBONES
 from fsplit_ros.runtime.deployment import DEFAULT_WEIGHTS_DIR, Deployment
 from fsplit_ros.tasks import TASKS
 
 
+def model_task(model: str):
+    """The task (fsplit_ros.tasks) of a registered model; unknown names raise ValueError."""
+    if model not in BACKBONES:
+        raise ValueError(f"unknown model '{model}': use one of {sorted(BACKBONES)}")
+    return TASKS[BACKBONES[model].task]
+
+
 def result_topic(model: str) -> str:
     """Where the edge decoder publishes a further model's results (relative to the robot's
     namespace): <model>/<its task's result topic>. Unknown names raise ValueError."""
-    if model not in BACKBONES:
-        raise ValueError(f"unknown model '{model}': use one of {sorted(BACKBONES)}")
-    return f"{model}/{TASKS[BACKBONES[model].task].result_topic}"
+    return f"{model}/{model_task(model).result_topic}"
 
 
 def default_decoder_path(model: str, encoder_backbone: str, directory: str | Path | None = None) -> Path:
@@ -50,12 +56,10 @@ class SharedModel:
     def load(cls, name: str, encoder: Deployment, decoder_dir: str | Path | None = None,
              weights: str | Path | None = None) -> "SharedModel":
         """`name`'s decoder for `encoder`'s bottleneck, checked against it and against the model."""
-        spec = BACKBONES.get(name)
-        if spec is None:
-            raise SharedDecoderMismatch(f"unknown model '{name}': use one of {sorted(BACKBONES)}")
-        if spec.task != encoder.task.name:
+        task = model_task(name)
+        if task.name != encoder.task.name:
             raise SharedDecoderMismatch(
-                f"{name} does {spec.task} on its own view of the frame, but {encoder.name}'s encoder codes the "
+                f"{name} does {task.name} on its own view of the frame, but {encoder.name}'s encoder codes the "
                 f"{encoder.task.name} crop: decoders across tasks are not built yet (BENCHMARKS.md section 10); "
                 f"run {name} with its own encoder and decoder (backbone:={name})")
         if encoder.bottleneck is None:
@@ -92,7 +96,7 @@ def load_shared_models(models, encoder: Deployment, decoder_dir: str | Path | No
     """The further models among `models` (empty names and the encoder's own model skipped, each
     once), loaded and checked against `encoder`'s bottleneck; a failure names the model."""
     loaded = []
-    for name in dict.fromkeys(m for m in models if m and m != encoder.name):
+    for name in further_model_names(models, encoder.name):
         try:
             loaded.append(SharedModel.load(name, encoder, decoder_dir))
         except ValueError as exc:   # SharedDecoderMismatch, or an unknown backbone

@@ -34,6 +34,11 @@ def further_model(topic: str) -> tuple[str, str] | None:
     return topic_namespace(model_ns), model
 
 
+def _messages(reader, connections: list):
+    """The messages of these connections (rosbags reads *every* topic when given none)."""
+    return reader.messages(connections=connections) if connections else ()
+
+
 def image_owner(topic: str, namespaces: Iterable[str]) -> str | None:
     """The robot namespace a camera topic belongs to: the longest namespace that prefixes it."""
     best = None
@@ -171,7 +176,7 @@ def read_bag(path: str | Path, reference: Callable | None = None) -> BagData:
         # Further edge models' results belong to the robot whose payloads they answer, when that
         # robot's namespace holds other fsplit topics (otherwise the namespace is a robot's own).
         namespaces = {topic_namespace(c.topic) for c in role_conns}
-        further = {c.id: found for c in role_conns if ROLES[c.msgtype] in RESULT_ROLES
+        further = {c.id: (c, *found) for c in role_conns if ROLES[c.msgtype] in RESULT_ROLES
                    and (found := further_model(c.topic)) and found[0] in namespaces}
         role_conns = [c for c in role_conns if c.id not in further]
 
@@ -220,19 +225,17 @@ def read_bag(path: str | Path, reference: Callable | None = None) -> BagData:
             elif c.id not in chosen and c.id not in further:
                 other[c.topic] = c.msgtype
 
-        for conn, t, raw in reader.messages(connections=[c for c in conns if c.id in chosen]):
+        for conn, t, raw in _messages(reader, [c for c in conns if c.id in chosen]):
             ns, role = chosen[conn.id]
             getattr(robots[ns], _LISTS[role]).append(_record(role, t, deser(raw, conn.msgtype), conn.topic))
-        for c in conns:
-            if c.id in further and further[c.id][0] not in robots:
+        for c, ns, model in list(further.values()):
+            if ns in robots:
+                robots[ns].further[model], robots[ns].further_topics[model] = [], c.topic
+            else:   # the robot's own topics were dropped (an empty result topic)
                 other[c.topic] = c.msgtype
-        further = {cid: found for cid, found in further.items() if found[0] in robots}
-        for cid, (ns, model) in further.items():
-            robots[ns].further.setdefault(model, [])
-            robots[ns].further_topics[model] = next(c.topic for c in conns if c.id == cid)
-        further_conns = [c for c in conns if c.id in further]
-        for conn, t, raw in reader.messages(connections=further_conns) if further_conns else ():   # [] = all
-            ns, model = further[conn.id]
+                del further[c.id]
+        for conn, t, raw in _messages(reader, [c for c, _, _ in further.values()]):
+            _, ns, model = further[conn.id]
             robots[ns].further[model].append(_record(ROLES[conn.msgtype], t, deser(raw, conn.msgtype), conn.topic))
 
         # Camera frames: stamps of every candidate topic, then pick the one matching the results.
